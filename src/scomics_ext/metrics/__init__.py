@@ -1,0 +1,3 @@
+"""Evaluation metrics used in the papers."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Preprocessing: graphs, per-modality pipelines, gene images."""
+
+__all__: list[str] = []
