@@ -1,7 +1,7 @@
 # scomics-ext developer entry points. Each target creates/uses a local virtual environment.
 # `make demo`  - run all tools on built-in simulated data (results, figures, metrics.json in demo_output/)
 # `make test`  - run the default test suite (slow benchmark-style tests excluded)
-# `make docs`  - build the sphinx documentation (warnings are errors)
+# `make docs`  - build the sphinx documentation (warnings are errors; SCOMICS_DOCS_OFFLINE= enables intersphinx)
 
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV   ?= .venv
@@ -32,7 +32,7 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -m slow
 
 docs: $(STAMP)
-	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
+	SCOMICS_DOCS_OFFLINE=$${SCOMICS_DOCS_OFFLINE-1} $(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -10,7 +10,7 @@ import pytest
 
 matplotlib.use("Agg")
 
-import scomics_ext as sx  # noqa: E402
+import scomics_ext as sx
 
 sx.settings.progress_bar = False
 

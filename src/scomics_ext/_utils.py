@@ -26,7 +26,7 @@ def seed_everything(random_state: int) -> np.random.Generator:
         The seed. The same seed gives the same result on CPU.
     """
     random.seed(random_state)
-    np.random.seed(random_state % (2**32))
+    np.random.seed(random_state % (2**32))  # noqa: NPY002 - legacy global state used by some libraries
     try:
         import torch
 
@@ -49,9 +49,8 @@ def as_categorical(labels: Any, index: pd.Index | None = None) -> pd.Categorical
 
     Missing values (``None``/NaN) stay missing.
     """
-    ser = pd.Series(labels, index=index, copy=True)
+    ser = pd.Series(np.asarray(labels, dtype=object), index=index, copy=True)
     mask = ser.isna()
-    ser = ser.astype(object)
     ser[~mask] = ser[~mask].map(str)
     cats = natsorted(pd.unique(ser[~mask]))
     out = pd.Categorical(ser.where(~mask, None), categories=cats)
@@ -90,7 +89,9 @@ def write_results(
                 raise ValueError(f"Internal error: {attr}[{key!r}] has length {length}, expected {n}.")
     for key, value in (obsp or {}).items():
         if tuple(value.shape) != (n_obs, n_obs):
-            raise ValueError(f"Internal error: obsp[{key!r}] has shape {value.shape}, expected {(n_obs, n_obs)}.")
+            raise ValueError(
+                f"Internal error: obsp[{key!r}] has shape {value.shape}, expected {(n_obs, n_obs)}."
+            )
 
     added = []
     for key, value in (obs or {}).items():

@@ -175,7 +175,9 @@ def check_unique_coordinates(coords: np.ndarray, what: str = "obsm['spatial']") 
         )
 
 
-def check_n_clusters(n_clusters: Any, n_obs: int, *, name: str = "n_clusters", what: str = "observations") -> int:
+def check_n_clusters(
+    n_clusters: Any, n_obs: int, *, name: str = "n_clusters", what: str = "observations"
+) -> int:
     """Validate a cluster count: an integer in ``[2, n_obs]``."""
     if isinstance(n_clusters, bool) or not isinstance(n_clusters, int | np.integer):
         raise TypeError(f"`{name}` must be an integer, got {type(n_clusters).__name__}.")
