@@ -111,3 +111,10 @@ def test_unique_coords_and_zero():
         v.check_unique_coordinates(np.array([[0, 0], [0, 0]]))
     with pytest.raises(ValueError, match="all zeros"):
         v.check_not_all_zero(sparse.csr_matrix((3, 3)), "adata.X")
+
+
+@pytest.mark.parametrize("fmt", ["lil", "dok", "csc", "coo"])
+def test_finite_on_all_sparse_formats(fmt):
+    X = sparse.random(5, 4, density=0.5, format=fmt, random_state=0)
+    v.check_finite(X, "X")
+    v.check_nonnegative(X, "X")

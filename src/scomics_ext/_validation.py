@@ -38,7 +38,9 @@ def check_mudata(mdata: Any, name: str = "mdata") -> MuData:
 def _values(X: Any) -> np.ndarray:
     """The stored values of a dense or sparse matrix (no densification)."""
     if sparse.issparse(X):
-        return np.asarray(X.data) if hasattr(X, "data") else np.asarray(X.tocsr().data)
+        if X.format not in ("csr", "csc", "coo", "bsr"):  # lil/dok store python lists in .data
+            X = X.tocsr()
+        return np.asarray(X.data)
     return np.asarray(X)
 
 
