@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import pickle
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 from scipy import sparse
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _hash_array(h: Any, x: Any) -> None:

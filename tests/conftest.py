@@ -7,6 +7,7 @@ from pathlib import Path
 
 import matplotlib
 import pytest
+from threadpoolctl import threadpool_limits
 
 matplotlib.use("Agg")
 
@@ -14,7 +15,14 @@ import scomics_ext as sx
 
 sx.settings.progress_bar = False
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from _helpers import REPO_ROOT  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _single_threaded_blas():
+    """BLAS/OpenMP single-threaded: the suite runs on 2 xdist workers on 2 cores; threads only add contention."""
+    with threadpool_limits(limits=1):
+        yield
 
 
 def shared_data_dir() -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT
+from _helpers import REPO_ROOT
 
 pytest.importorskip("sphinx")
 pytest.importorskip("myst_nb")

@@ -13,7 +13,8 @@ NAMESPACES = ["pp", "tl", "pl", "model", "module", "metrics", "datasets"]
 
 
 def test_version():
-    assert isinstance(sx.__version__, str) and sx.__version__[0].isdigit()
+    assert isinstance(sx.__version__, str)
+    assert sx.__version__[0].isdigit()
 
 
 def _public_objects():
@@ -63,4 +64,5 @@ def test_import_is_light_and_cli_help_lists_commands():
     out = subprocess.run(
         [sys.executable, "-m", "scomics_ext.cli", "--help"], capture_output=True, text=True, check=True
     ).stdout
-    assert "demo" in out and "simulate" in out
+    assert "demo" in out
+    assert "simulate" in out

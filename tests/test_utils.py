@@ -8,8 +8,8 @@ from scomics_ext._utils import as_categorical, progress, seed_everything, write_
 
 
 def test_seed_everything_repeatable():
-    a = (seed_everything(3).normal(size=3), np.random.rand(), torch.rand(2))
-    b = (seed_everything(3).normal(size=3), np.random.rand(), torch.rand(2))
+    a = (seed_everything(3).normal(size=3), np.random.rand(), torch.rand(2))  # noqa: NPY002 - checks the legacy global seed
+    b = (seed_everything(3).normal(size=3), np.random.rand(), torch.rand(2))  # noqa: NPY002 - checks the legacy global seed
     np.testing.assert_array_equal(a[0], b[0])
     assert a[1] == b[1]
     assert torch.equal(a[2], b[2])
@@ -20,7 +20,8 @@ def test_as_categorical_natsorted_strings():
     assert list(cat.categories) == ["1", "2", "10"]
     assert pd.isna(cat[3])
     ser = as_categorical(["b", "a"], index=pd.Index(["x", "y"]))
-    assert isinstance(ser, pd.Series) and ser.dtype == "category"
+    assert isinstance(ser, pd.Series)
+    assert ser.dtype == "category"
 
 
 def test_progress_can_be_disabled():

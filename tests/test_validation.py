@@ -27,7 +27,8 @@ def test_type_checks(adata):
 
 def test_get_spatial(adata):
     coords = v.get_spatial(adata)
-    assert coords.dtype == np.float64 and coords.shape == (20, 2)
+    assert coords.dtype == np.float64
+    assert coords.shape == (20, 2)
     with pytest.raises(KeyError, match=r"obsm\['xy'\] is missing"):
         v.get_spatial(adata, "xy")
     adata.obsm["bad"] = np.zeros((20, 4))
@@ -96,7 +97,7 @@ def test_modalities(adata):
     other = adata.copy()
     mdata = MuData({"rna": adata, "adt": other})
     assert v.check_modalities(mdata, None) == ["rna", "adt"]
-    with pytest.raises(KeyError, match="'atac' is not in mdata.mod"):
+    with pytest.raises(KeyError, match=r"'atac' is not in mdata\.mod"):
         v.check_modalities(mdata, ["rna", "atac"])
     shuffled = other[::-1].copy()
     with pytest.raises(ValueError, match="same observations in the same order"):

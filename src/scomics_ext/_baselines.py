@@ -112,7 +112,7 @@ def knn_threshold_annotate(
 def image_kmeans(
     images: sparse.spmatrix | np.ndarray, n_clusters: int, *, random_state: int = 0
 ) -> np.ndarray:
-    """K-means on flattened gene images (rows L2-normalised), the simplest image-clustering baseline.
+    """K-means on flattened gene images (each image z-scored), the simplest image-clustering baseline.
 
     Parameters
     ----------
@@ -129,6 +129,7 @@ def image_kmeans(
     """
     X = images.toarray() if sparse.issparse(images) else np.asarray(images)
     X = X.astype(np.float64)
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    X = X / np.where(norms > 0, norms, 1.0)
+    X = X - X.mean(axis=1, keepdims=True)
+    sd = X.std(axis=1, keepdims=True)
+    X = X / np.where(sd > 0, sd, 1.0)
     return KMeans(n_clusters, n_init=10, random_state=random_state).fit_predict(X)

@@ -50,6 +50,11 @@ class _Obs:
 class _Uns:
     params = "params"
 
+    @staticmethod
+    def neighbors(key_added: str) -> str:
+        """``uns`` key of a graph's description (squidpy: ``spatial_neighbors``)."""
+        return f"{key_added}_neighbors"
+
 
 class Key:
     """Key names used across the package."""
@@ -69,6 +74,10 @@ class Key:
     gene_images = "gene_images"
     #: column of planted truth written by the :mod:`scomics_ext.datasets` simulators
     truth = "truth"
+    #: cell-type label column of the single-cell datasets and simulators
+    cell_type = "cell_type"
+    #: query column of :func:`scomics_ext.datasets.open_world` flagging cells of novel types
+    novel = "novel"
 
 
 #: modality kinds understood by :func:`scomics_ext.pp.preprocess_modality`

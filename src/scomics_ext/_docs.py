@@ -14,7 +14,7 @@ DOC = {
         "``None``. On any error the input is left unchanged."
     ),
     "random_state": "random_state\n        Seed; the same seed gives the same result on CPU.",
-    "spatial_key": "spatial_key\n        Key in ``obsm`` holding the spatial coordinates, shape ``(n_obs, 2)``.",
+    "spatial_key": "spatial_key\n        Key in ``obsm`` holding the spatial coordinates, shape ``(n_obs, 2)`` or ``(n_obs, 3)``.",
     "layer": "layer\n        Key in ``layers`` to use instead of ``X``.",
     "key_added": "key_added\n        Name under which results are stored.",
     "progress_bar": "progress_bar\n        Show a progress bar (default: ``scomics_ext.settings.progress_bar``).",

@@ -66,14 +66,18 @@ def check_finite(X: Any, what: str) -> None:
         )
 
 
-def check_nonnegative(X: Any, what: str) -> None:
-    """Raise ``ValueError`` if ``X`` holds negative values (e.g. scaled data where counts are needed)."""
+def check_nonnegative(X: Any, what: str, *, hint: str | None = None) -> None:
+    """Raise ``ValueError`` if ``X`` holds negative values (e.g. scaled data where counts are needed).
+
+    ``hint`` replaces the default advice (pass the counts layer) in the message.
+    """
     vals = _values(X)
     if vals.size and vals.min() < 0:
-        raise ValueError(
-            f"{what} contains negative values (min {vals.min():.3g}); this step needs raw counts or other "
-            "non-negative data. Pass the counts layer with `layer=` (e.g. layer='counts')."
+        hint = hint or (
+            "this step needs raw counts or other non-negative data. Pass the counts layer with `layer=` "
+            "(e.g. layer='counts')."
         )
+        raise ValueError(f"{what} contains negative values (min {vals.min():.3g}); {hint}")
 
 
 def is_count_matrix(X: Any, n_check: int = 100_000) -> bool:
