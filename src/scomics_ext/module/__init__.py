@@ -3,9 +3,27 @@
 CRCT kernels: sparse graph utilities on edge lists (`EdgeIndex`, `spmm`, `sym_normalize`), the learned graph
 fusion and network (`CRCTGraphs`, `GraphFusion`, `CRCTNetwork`), ISDA statistics and augmentation
 (`RunningClassStats`), the losses, relative-progress schedules and k-means prototypes.
+
+DARLC kernels: the Student's t mixture fitted by MAP-EM (`StudentTMixture`, differentiable `smm_log_prob` /
+`smm_posterior`), the masked-image-modelling ViT with momentum contrastive utilities (`MaskedViT`,
+`nt_xent_loss`, `UncertaintyWeighting`), the sparse graph-attention denoiser (`GATAutoencoder`,
+`fit_gat_denoiser`) and the epoch/batch-level losses (`smm_nll`, `laplacian_term`, `cluster_size_loss`,
+`dec_kl_loss`, `seeding_similarity`, `estimate_n_clusters`).
 """
 
 from ._crct import CRCTNetwork, CRCTOutput
+from ._darlc_losses import (
+    DEFAULT_SIZE_THRESHOLD,
+    cluster_size_loss,
+    dec_kl_loss,
+    estimate_n_clusters,
+    laplacian_term,
+    seeding_similarity,
+    similarity_laplacian,
+    smm_nll,
+    target_distribution,
+)
+from ._gat import GATAutoencoder, SpotGraph, fit_gat_denoiser
 from ._graph import CRCTGraphs, FusedGraph, GraphFusion, ModalityGraph
 from ._isda import RunningClassStats, batch_class_stats, isda_augment
 from ._losses import DEFAULT_TAU, graph_regularization, prototype_contrastive_loss, reconstruction_loss
@@ -19,36 +37,78 @@ from ._schedules import (
     relative_progress,
     rho_schedule,
 )
+from ._smm import SMMParams, StudentTMixture, smm_log_prob, smm_posterior, student_t_log_density
 from ._sparse import EdgeIndex, edge_index_from_scipy, spmm, sym_normalize, to_torch_sparse, union_edges
+from ._vit import (
+    MaskedViT,
+    UncertaintyWeighting,
+    ViTOutput,
+    ema_update_,
+    momentum_copy,
+    nt_xent_loss,
+    pad_to_patch_multiple,
+    patchify,
+    random_masking,
+    sincos_pos_embed_2d,
+    unpatchify,
+)
 
 __all__ = [
     "DEFAULT_RHO0",
+    "DEFAULT_SIZE_THRESHOLD",
     "DEFAULT_TAU",
     "CRCTGraphs",
     "CRCTNetwork",
     "CRCTOutput",
     "EdgeIndex",
     "FusedGraph",
+    "GATAutoencoder",
     "GraphFusion",
     "LinearSchedule",
+    "MaskedViT",
     "ModalityGraph",
     "RunningClassStats",
+    "SMMParams",
+    "SpotGraph",
     "StepSchedule",
+    "StudentTMixture",
+    "UncertaintyWeighting",
+    "ViTOutput",
     "assign_to_prototypes",
     "aug_weight_schedule",
     "batch_class_stats",
+    "cluster_size_loss",
     "cluster_weight_schedule",
+    "dec_kl_loss",
     "edge_index_from_scipy",
+    "ema_update_",
+    "estimate_n_clusters",
+    "fit_gat_denoiser",
     "graph_regularization",
     "isda_augment",
     "kmeans_prototypes",
+    "laplacian_term",
     "match_prototypes",
+    "momentum_copy",
+    "nt_xent_loss",
+    "pad_to_patch_multiple",
+    "patchify",
     "prototype_contrastive_loss",
+    "random_masking",
     "reconstruction_loss",
     "relative_progress",
     "rho_schedule",
+    "seeding_similarity",
+    "similarity_laplacian",
+    "sincos_pos_embed_2d",
+    "smm_log_prob",
+    "smm_nll",
+    "smm_posterior",
     "spmm",
+    "student_t_log_density",
     "sym_normalize",
+    "target_distribution",
     "to_torch_sparse",
     "union_edges",
+    "unpatchify",
 ]
