@@ -32,17 +32,36 @@ TOOL_STEPS: dict[str, list[Callable[..., dict[str, Any]]]] = {
 }
 
 
-def _scatter(ax, coords: np.ndarray, labels: Any, title: str, size: float) -> None:
-    labels = np.asarray(labels).astype(str)
-    cats = sorted(np.unique(labels))
+def _match_to_truth(truth: np.ndarray, pred: Any) -> np.ndarray:
+    """Rename predicted clusters to the truth class they overlap most (Hungarian), for readable figures."""
+    from scipy.optimize import linear_sum_assignment
+
+    pred = np.asarray(pred).astype(str)
+    t_cats, t_idx = np.unique(truth, return_inverse=True)
+    p_cats, p_idx = np.unique(pred, return_inverse=True)
+    table = np.zeros((p_cats.size, t_cats.size))
+    np.add.at(table, (p_idx, t_idx), 1)
+    rows, cols = linear_sum_assignment(-table)
+    names = np.array([f"cluster_{c}" for c in p_cats], dtype=object)
+    names[rows] = t_cats[cols]
+    return names[p_idx]
+
+
+def _palette(*label_sets: Any) -> dict[str, Any]:
+    cats = sorted(set().union(*[set(np.asarray(x).astype(str)) for x in label_sets]))
     cmap = plt.get_cmap("tab20")
-    for i, c in enumerate(cats):
+    return {c: cmap(i % 20) for i, c in enumerate(cats)}
+
+
+def _scatter(ax, coords: np.ndarray, labels: Any, title: str, size: float, palette: dict[str, Any]) -> None:
+    labels = np.asarray(labels).astype(str)
+    for c in sorted(np.unique(labels)):
         m = labels == c
-        ax.scatter(coords[m, 0], coords[m, 1], s=size, color=cmap(i % 20), label=c, linewidths=0)
-    ax.set_title(title)
-    ax.set_aspect("equal")
+        ax.scatter(coords[m, 0], coords[m, 1], s=size, color=palette[c], label=c, linewidths=0)
+    ax.set_title(title, fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False, markerscale=2)
 
 
 def _spatial_multiome(out: Path, seed: int, quick: bool) -> dict[str, Any]:
@@ -69,14 +88,13 @@ def _spatial_multiome(out: Path, seed: int, quick: bool) -> dict[str, Any]:
     mdata.write(out / "spatial_multiome.h5mu")
 
     coords = np.asarray(mdata.obsm["spatial"])
-    panels = [("truth", truth), *predictions.items()]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4.2))
-    for ax, (name, lab) in zip(np.atleast_1d(axes), panels):
-        ari = "" if name == "truth" else f" (ARI {scores[name]['ari']:.2f})"
-        _scatter(ax, coords, lab, f"{name}{ari}", size=8)
-    np.atleast_1d(axes)[0].legend(
-        loc="upper left", bbox_to_anchor=(0, -0.02), ncol=3, fontsize=7, frameon=False
-    )
+    shown = [("truth", truth), *((k, _match_to_truth(truth, v)) for k, v in predictions.items())]
+    palette = _palette(*(lab for _, lab in shown))
+    fig, axes = plt.subplots(1, len(shown), figsize=(5.2 * len(shown), 4.2), squeeze=False)
+    for ax, (name, lab) in zip(axes[0], shown):
+        ari = "" if name == "truth" else f"\n(ARI {scores[name]['ari']:.2f}; clusters named by best match)"
+        _scatter(ax, coords, lab, f"{name}{ari}", size=8, palette=palette)
+        ax.set_aspect("equal")
     fig.tight_layout()
     fig.savefig(out / "spatial_multiome.png", dpi=110)
     plt.close(fig)
@@ -107,21 +125,32 @@ def _gene_patterns(out: Path, seed: int, quick: bool) -> dict[str, Any]:
         scores[name]["dbip"] = metrics.davies_bouldin(X, lab, metric="pearson")
     adata.write(out / "gene_patterns.h5ad")
 
-    H, W = logn.uns["gene_images"]["shape"]
+    H, W = (int(x) for x in logn.uns["gene_images"]["shape"])
+    pixel = np.asarray(logn.uns["gene_images"]["pixel"])
+    planted = dict(
+        zip(adata.uns["gene_patterns"]["pattern_names"], np.asarray(adata.uns["gene_patterns"]["patterns"]))
+    )
     cats = sorted(np.unique(truth))
     n_show = 4
-    fig, axes = plt.subplots(len(cats), n_show, figsize=(1.8 * n_show, 1.8 * len(cats)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(cats), n_show + 1, figsize=(1.8 * (n_show + 1), 1.8 * len(cats)), squeeze=False
+    )
     for r, c in enumerate(cats):
+        img = np.zeros(H * W)
+        img[pixel] = planted[c]
+        axes[r, 0].imshow(img.reshape(H, W), cmap="magma")
+        axes[r, 0].set_title("planted", fontsize=7)
         members = np.flatnonzero(truth == c)[:n_show]
         for j in range(n_show):
-            ax = axes[r, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax = axes[r, j + 1]
             if j < members.size:
                 ax.imshow(images[members[j]].toarray().reshape(H, W), cmap="viridis")
                 ax.set_title(str(adata.var_names[members[j]]), fontsize=7)
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
         axes[r, 0].set_ylabel(c, fontsize=8)
-    fig.suptitle("planted gene patterns: member genes' images")
+    fig.suptitle("planted patterns and member genes' images (log-normalised)")
     fig.tight_layout()
     fig.savefig(out / "gene_patterns.png", dpi=110)
     plt.close(fig)
@@ -153,15 +182,14 @@ def _open_world(out: Path, seed: int, quick: bool) -> dict[str, Any]:
     query.write(out / "open_world_query.h5ad")
 
     Zq = Z[~is_ref]
-    panels = [("truth", truth), *predictions.items()]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.2))
-    for ax, (name, lab) in zip(np.atleast_1d(axes), panels):
+    shown = [("truth", truth), *predictions.items()]
+    palette = _palette(*(lab for _, lab in shown))
+    fig, axes = plt.subplots(1, len(shown), figsize=(5.6 * len(shown), 4.2), squeeze=False)
+    for ax, (name, lab) in zip(axes[0], shown):
         extra = "" if name == "truth" else f" (overall acc {scores[name]['overall']:.2f})"
-        _scatter(ax, Zq[:, :2], lab, f"query: {name}{extra}", size=4)
-        ax.set_aspect("auto")
-    np.atleast_1d(axes)[0].legend(
-        loc="upper left", bbox_to_anchor=(0, -0.02), ncol=3, fontsize=7, frameon=False
-    )
+        _scatter(ax, Zq[:, :2], lab, f"query: {name}{extra}", size=4, palette=palette)
+        ax.set_xlabel("PC1")
+        ax.set_ylabel("PC2")
     fig.tight_layout()
     fig.savefig(out / "open_world.png", dpi=110)
     plt.close(fig)
