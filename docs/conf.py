@@ -35,6 +35,7 @@ autodoc_default_options = {"members": True, "inherited-members": False}
 napoleon_google_docstring = False
 napoleon_numpy_docstring = True
 napoleon_use_rtype = True
+napoleon_use_ivar = True  # "Attributes" as fields: NamedTuple/dataclass members are not described twice
 napoleon_use_param = True
 typehints_defaults = "braces"
 always_document_param_types = False

@@ -57,6 +57,14 @@ class SMMParams(NamedTuple):
         Mixing proportions ``π``, shape ``(K,)``, summing to 1.
     dof
         Degrees of freedom ``ν``, shape ``(K,)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scomics_ext.module import SMMParams
+    >>> p = SMMParams(np.zeros((2, 3)), np.ones((2, 3)), np.array([0.5, 0.5]), np.array([3.0, 3.0]))
+    >>> p.to_torch().means.shape
+    torch.Size([2, 3])
     """
 
     means: Any

@@ -265,6 +265,14 @@ class ViTOutput(NamedTuple):
         ``(B, L)``, 1 for masked patches.
     mim_loss
         Masked-image-modelling loss (scalar).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from scomics_ext.module import MaskedViT
+    >>> out = MaskedViT((8, 8), depth=1)(torch.rand(4, 8, 8))
+    >>> out.z.shape, out.mask.shape
+    (torch.Size([4, 32]), torch.Size([4, 4]))
     """
 
     z: Tensor
