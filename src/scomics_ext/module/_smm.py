@@ -339,14 +339,24 @@ class StudentTMixture:
 
     Attributes
     ----------
-    means_, variances_, weights_, dof_
-        Fitted parameters (see :class:`SMMParams`).
-    prior_scale_, prior_dof_
-        ``s0`` (with ``reg_covar``) and ``ρ̂0`` of the last :meth:`fit`.
+    means_
+        Fitted locations ``(K, D)`` (see :class:`SMMParams`).
+    variances_
+        Fitted diagonal scales ``(K, D)``.
+    weights_
+        Fitted mixing proportions ``(K,)``.
+    dof_
+        Fitted degrees of freedom ``(K,)``.
+    prior_scale_
+        ``s0`` (with ``reg_covar``) of the last :meth:`fit`.
+    prior_dof_
+        ``ρ̂0`` of the last :meth:`fit`.
     labels_
         Hard labels of the last E-step in :meth:`fit`.
-    n_iter_, converged_
-        EM iterations run by the last :meth:`fit` and whether the label-change criterion was met.
+    n_iter_
+        EM iterations run by the last :meth:`fit`.
+    converged_
+        Whether the label-change criterion was met in the last :meth:`fit`.
     history_
         One dict per E-step of the last :meth:`fit`: ``map_objective``, ``log_likelihood`` (sum),
         ``changed`` (label-change fraction), ``reseeded`` (number of re-seeded components).
