@@ -203,6 +203,17 @@ STEPS: dict[str, Callable[[Path, int, bool], dict[str, Any]]] = {
 }
 
 
+def _register_tools() -> None:
+    from . import _cli_crct, _cli_darlc, _cli_scdet
+
+    TOOL_STEPS["spatial_multiome"].append(_cli_crct.demo_step)
+    TOOL_STEPS["gene_patterns"].append(_cli_darlc.demo_step)
+    TOOL_STEPS["open_world"].append(_cli_scdet.demo_step)
+
+
+_register_tools()
+
+
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import numpy as np
@@ -95,10 +97,10 @@ def write_results(
 
     added = []
     for key, value in (obs or {}).items():
-        adata.obs[key] = value.to_numpy() if isinstance(value, pd.Series) else value
+        adata.obs[key] = value.array if isinstance(value, pd.Series) else value
         added.append(f"'obs[{key!r}]'")
     for key, value in (var or {}).items():
-        adata.var[key] = value.to_numpy() if isinstance(value, pd.Series) else value
+        adata.var[key] = value.array if isinstance(value, pd.Series) else value
         added.append(f"'var[{key!r}]'")
     for attr, mapping in (("obsm", obsm), ("varm", varm), ("obsp", obsp), ("layers", layers)):
         for key, value in (mapping or {}).items():
@@ -109,3 +111,15 @@ def write_results(
         added.append(f"'uns[{key!r}]'")
     if added:
         logg.info("    added\n    " + "\n    ".join(added))
+
+
+@contextmanager
+def quiet_scvi() -> Iterator[None]:
+    """Silence scvi-tools' INFO messages of field registration ("Generating sequential column names")."""
+    lg = logging.getLogger("scvi")
+    level = lg.level
+    lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        lg.setLevel(level)

@@ -1,3 +1,7 @@
 """scvi-tools style model classes (``setup_anndata``/``setup_mudata``, ``train``, ``save``/``load``)."""
 
-__all__: list[str] = []
+from ._crct import CRCT
+from ._darlc import DARLC
+from ._scdet import SCDET
+
+__all__: list[str] = ["CRCT", "DARLC", "SCDET"]

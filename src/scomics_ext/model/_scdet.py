@@ -1,0 +1,452 @@
+"""SCDET: scvi-tools model class of scDET (open-world, long-tailed cell-type annotation)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+from scanpy import logging as logg
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager
+from scvi.data.fields import CategoricalObsField, LabelsWithUnlabeledObsField, LayerField
+from scvi.dataloaders import DataSplitter
+from scvi.model.base import BaseModelClass
+from scvi.train import TrainRunner
+
+from scomics_ext._settings import settings
+from scomics_ext._utils import quiet_scvi, seed_everything
+from scomics_ext.module._scdet import SCDETNetwork
+
+from ._scdet_plan import COUNTS_KEY, SCDETTrainingPlan, batch_tensors
+
+__all__ = ["SCDET", "default_max_epochs"]
+
+#: prefix of the novel-class names
+NOVEL_PREFIX = "novel_"
+#: Lightning warnings that do not apply to this training loop (no validation set, epoch-level logging)
+_SILENCED = (".*val_dataloader.*", ".*LeafSpec.*", ".*smaller than the logging interval.*", ".*num_workers.*")
+
+
+def default_max_epochs(n_cells: int, batch_size: int = 256, *, n_steps: int = 1500) -> int:
+    """Epoch budget adapted to the data size: about ``n_steps`` gradient steps, within ``[50, 500]``.
+
+    The paper trains 500 epochs whatever the size; a fixed number of steps keeps small data sets long
+    enough to converge and large ones affordable on CPU. The label-free stopping rule
+    (:class:`~scomics_ext.model._scdet_plan.SCDETTrainingPlan`) usually ends training earlier.
+
+    Examples
+    --------
+    >>> from scomics_ext.model._scdet import default_max_epochs
+    >>> default_max_epochs(2000), default_max_epochs(100_000)
+    (188, 50)
+    """
+    steps_per_epoch = max(1, math.ceil(n_cells / max(1, batch_size)))
+    return int(min(500, max(50, round(n_steps / steps_per_epoch))))
+
+
+class SCDET(BaseModelClass):
+    """scDET: distribution-independent open-world cell-type identification (Zhai et al., IJCAI 2024).
+
+    One model is trained on a joint object holding the labelled reference cells and the unlabelled query
+    cells (SCANVI's convention: the query cells carry ``unlabeled_category`` in ``labels_key``). It
+    classifies every cell into the ``n_seen`` reference types or one of ``n_novel`` novel classes, which come
+    out clustered and named ``novel_1 … novel_k`` by decreasing size.
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`setup_anndata`; ``X`` (or the layer) holds the model input, the
+        log-normalised, scaled expression of the selected genes.
+    n_novel
+        Number of novel classes ``K - n_seen`` (``>= 0``).
+    n_hidden, n_latent, n_proj, noise_sd, tau_cls, sharpen, temperature, rho, gamma, alpha, beta, swap_p, lambda_cls, lambda_con
+        Network and loss settings, see :class:`~scomics_ext.module._scdet.SCDETNetwork`.
+
+    Examples
+    --------
+    >>> import scomics_ext as sx
+    >>> from scomics_ext.model._scdet import SCDET
+    >>> SCDET.setup_anndata(joint, labels_key="label", unlabeled_category="unlabelled")  # doctest: +SKIP
+    >>> model = SCDET(joint, n_novel=3)  # doctest: +SKIP
+    >>> model.train(max_epochs=100)  # doctest: +SKIP
+    >>> labels = model.predict()  # doctest: +SKIP
+    >>> z = model.get_latent_representation()  # doctest: +SKIP
+    """
+
+    _module_cls = SCDETNetwork
+    _training_plan_cls = SCDETTrainingPlan
+
+    def __init__(
+        self,
+        adata: AnnData | None = None,
+        n_novel: int = 0,
+        *,
+        n_hidden: Sequence[int] = (512, 256),
+        n_latent: int = 128,
+        n_proj: int = 128,
+        noise_sd: float = 0.2,
+        tau_cls: float = 0.1,
+        sharpen: float = 2.0,
+        temperature: float = 0.2,
+        rho: float = 1.0,
+        gamma: float = 0.5,
+        alpha: float = 0.5,
+        beta: float = 0.5,
+        swap_p: float = 0.3,
+        lambda_cls: float = 1.0,
+        lambda_con: float = 1.0,
+    ):
+        super().__init__(adata)
+        if isinstance(n_novel, bool) or not isinstance(n_novel, int | np.integer) or n_novel < 0:
+            raise ValueError(f"`n_novel` must be a non-negative integer, got {n_novel!r}.")
+        labels_state = self.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY)
+        mapping = list(labels_state.categorical_mapping)
+        self.unlabeled_category_ = labels_state.unlabeled_category
+        self.seen_types_ = [str(c) for c in mapping if c != self.unlabeled_category_]
+        self.unlabeled_code_ = mapping.index(self.unlabeled_category_)
+        n_batch = self.summary_stats.n_batch if self._has_batch() else 0
+        likelihood = "zinb" if COUNTS_KEY in self.adata_manager.data_registry else "mse"
+        self.module = SCDETNetwork(
+            self.summary_stats.n_vars,
+            n_seen=len(self.seen_types_),
+            n_novel=int(n_novel),
+            n_batch=n_batch,
+            likelihood=likelihood,
+            n_hidden=tuple(n_hidden),
+            n_latent=n_latent,
+            n_proj=n_proj,
+            noise_sd=noise_sd,
+            tau_cls=tau_cls,
+            sharpen=sharpen,
+            temperature=temperature,
+            rho=rho,
+            gamma=gamma,
+            alpha=alpha,
+            beta=beta,
+            swap_p=swap_p,
+            lambda_cls=lambda_cls,
+            lambda_con=lambda_con,
+        )
+        #: novel slot (0-based, in class-id order after the seen types) -> rank by predicted size
+        self.novel_rank_: list[int] = list(range(int(n_novel)))
+        #: estimated class distribution π, by class name (after training)
+        self.class_distribution_: dict[str, float] | None = None
+        #: one record per distribution estimate (epoch, π, fraction of changed predictions)
+        self.estimates_: list[dict] = []
+        self.stopped_epoch_: int | None = None
+        self._model_summary_string = (
+            f"SCDET: {len(self.seen_types_)} seen + {n_novel} novel classes, likelihood={likelihood}, "
+            f"{self.summary_stats.n_vars} genes"
+        )
+        self.init_params_ = self._get_init_params(locals())
+
+    def _has_batch(self) -> bool:
+        return self.adata_manager.registry["setup_args"].get("batch_key") is not None
+
+    # -- setup -----------------------------------------------------------------------------------
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        labels_key: str,
+        unlabeled_category: str,
+        layer: str | None = None,
+        batch_key: str | None = None,
+        counts_layer: str | None = None,
+        **kwargs,
+    ) -> None:
+        """Register the joint reference + query object.
+
+        Parameters
+        ----------
+        adata
+            Reference and query cells together; the model input (log-normalised, scaled expression of the
+            selected genes) in ``X`` or ``layer``.
+        labels_key
+            ``obs`` column with the reference labels; query cells hold ``unlabeled_category``.
+        unlabeled_category
+            The value marking unlabelled (query) cells.
+        layer
+            Layer holding the model input (default ``X``).
+        batch_key
+            ``obs`` column the decoder is conditioned on (e.g. reference vs query, or donors).
+        counts_layer
+            Layer with the raw counts of the same genes: reconstruction by a ZINB likelihood. Without it the
+            model reconstructs the input with a mean-squared error.
+        **kwargs
+            Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
+
+        Examples
+        --------
+        >>> from scomics_ext.model._scdet import SCDET
+        >>> SCDET.setup_anndata(joint, labels_key="label", unlabeled_category="unlabelled")  # doctest: +SKIP
+        """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        fields = [
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
+            LabelsWithUnlabeledObsField(REGISTRY_KEYS.LABELS_KEY, labels_key, unlabeled_category),
+            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
+        ]
+        if counts_layer is not None:
+            fields.append(LayerField(COUNTS_KEY, counts_layer, is_count_data=True))
+        manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        with quiet_scvi():
+            manager.register_fields(adata, **kwargs)
+        cls.register_manager(manager)
+
+    # -- training --------------------------------------------------------------------------------
+    def _labels(self, adata: AnnData | None = None) -> np.ndarray:
+        manager = self.get_anndata_manager(self._validate_anndata(adata), required=True)
+        codes = np.asarray(manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)).reshape(-1).astype(np.int64)
+        return np.where(codes == self.unlabeled_code_, -1, codes)
+
+    def train(
+        self,
+        max_epochs: int | None = None,
+        batch_size: int = 256,
+        lr: float = 1e-3,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        progress_bar: bool | None = None,
+        *,
+        n_warmup_epochs: int | None = None,
+        estimate_every: int = 10,
+        early_stopping: bool = True,
+        weight_decay: float = 0.0,
+        init_prototypes: bool = True,
+        reseed: Literal["none", "dead", "all"] = "dead",
+        random_state: int = 0,
+        **trainer_kwargs,
+    ) -> None:
+        """Train the model.
+
+        Parameters
+        ----------
+        max_epochs
+            Epoch budget; ``None``: :func:`default_max_epochs` (about 1500 gradient steps, 50-500 epochs).
+        batch_size
+            Cells per mini-batch (reference and query mixed).
+        lr
+            Adam (amsgrad) learning rate.
+        accelerator, devices
+            Lightning device selection (``"auto"`` uses a GPU when available).
+        progress_bar
+            Show a progress bar (default ``scomics_ext.settings.progress_bar``).
+        n_warmup_epochs
+            Reconstruction-only epochs before the classification and contrastive losses start; ``None``:
+            20 % of ``max_epochs`` (at least 1, at most 50).
+        estimate_every
+            ``m``: epochs between estimates of the class distribution.
+        early_stopping
+            Stop when the predicted classes of the unlabelled cells are stable (fewer than 1 % change
+            between two estimates, twice in a row). Uses no labels of unlabelled cells.
+        weight_decay
+            Adam weight decay.
+        init_prototypes
+            Place the prototypes on class centres at the first estimate (else: random, as in the paper).
+        reseed
+            At later estimates, move the novel prototypes that (almost) no cell predicts (``"dead"``), all
+            novel prototypes (``"all"``) or none (``"none"``) to the centre of their cluster.
+        random_state
+            Seed of torch, numpy and k-means.
+        **trainer_kwargs
+            Passed to :class:`scvi.train.Trainer`.
+
+        Examples
+        --------
+        >>> model.train(max_epochs=100, random_state=0)  # doctest: +SKIP
+        """
+        seed_everything(random_state)
+        n = self.adata.n_obs
+        batch_size = int(min(batch_size, n))
+        if max_epochs is None:
+            max_epochs = default_max_epochs(n, batch_size)
+        if n_warmup_epochs is None:
+            n_warmup_epochs = int(min(50, max(1, round(0.2 * max_epochs))))
+        labels = self._labels()
+        if (labels >= 0).sum() == 0:
+            raise ValueError("No labelled (reference) cell: scDET needs reference labels.")
+        embed = lambda: self._embed(batch_size=1024)  # noqa: E731
+        plan = SCDETTrainingPlan(
+            self.module,
+            embed=embed,
+            labels=labels,
+            unlabeled_code=self.unlabeled_code_,
+            lr=lr,
+            weight_decay=weight_decay,
+            n_warmup=n_warmup_epochs,
+            estimate_every=estimate_every,
+            early_stopping=early_stopping,
+            init_prototypes=init_prototypes,
+            reseed=reseed,
+            random_state=random_state,
+        )
+        splitter = DataSplitter(
+            self.adata_manager,
+            train_size=1.0,
+            shuffle_set_split=False,
+            batch_size=batch_size,
+            drop_last=n >= 2 * batch_size,
+        )
+        progress_bar = settings.progress_bar if progress_bar is None else progress_bar
+        trainer_kwargs.setdefault("enable_progress_bar", bool(progress_bar))
+        trainer_kwargs.setdefault("enable_checkpointing", False)
+        trainer_kwargs.setdefault("logger", None)
+        trainer_kwargs.setdefault("log_every_n_steps", 1)
+        start = logg.info(f"training scDET: {n} cells, up to {max_epochs} epochs ({n_warmup_epochs} warm-up)")
+        runner = TrainRunner(
+            self,
+            training_plan=plan,
+            data_splitter=splitter,
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            **trainer_kwargs,
+        )
+        quiet = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric", "lightning")]
+        levels = [lg.level for lg in quiet]
+        try:
+            for lg in quiet:  # Lightning's banners (GPU available, tips) are noise in a notebook
+                lg.setLevel(max(lg.level, logging.WARNING))
+            with warnings.catch_warnings():
+                for msg in _SILENCED:
+                    warnings.filterwarnings("ignore", message=msg)
+                runner()
+        finally:
+            for lg, level in zip(quiet, levels):
+                lg.setLevel(level)
+        if plan.n_estimates == 0:  # budget too short to reach the first estimate
+            plan.estimate()
+        self.module.eval()
+        self.estimates_ = list(self.estimates_) + plan.estimates
+        self.stopped_epoch_ = plan.stopped_epoch
+        self._finalise_names()
+        logg.info(
+            f"    finished after {plan.current_epoch + 1} epochs"
+            + (" (stable predictions)" if plan.stopped_epoch else ""),
+            time=start,
+        )
+
+    # -- inference -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _embed(
+        self, adata: AnnData | None = None, indices: Sequence[int] | None = None, batch_size: int = 1024
+    ) -> dict[str, np.ndarray]:
+        """``z``, ``v``, ``h`` and ``logits`` of the cells (evaluation mode)."""
+        module = self.module
+        was_training = module.training
+        module.eval()
+        adata = self._validate_anndata(adata) if adata is not None else self.adata
+        loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size, shuffle=False)
+        parts: dict[str, list[np.ndarray]] = {"z": [], "v": [], "h": [], "logits": []}
+        for tensors in loader:
+            args = batch_tensors({k: v.to(module.device) for k, v in tensors.items()}, self.unlabeled_code_)
+            out = module(args["x"], args["batch_index"], decode=False)
+            parts["z"].append(out.z.cpu().numpy())
+            parts["v"].append(out.v.cpu().numpy())
+            parts["h"].append(module.class_features(out.z).cpu().numpy())
+            parts["logits"].append(out.logits.cpu().numpy())
+        if was_training:
+            module.train()
+        return {k: np.concatenate(v) for k, v in parts.items()}
+
+    def _finalise_names(self) -> None:
+        """Rank the novel slots by predicted size on the unlabelled training cells; record ``π`` by name."""
+        out = self._embed()
+        unl = self._labels() < 0
+        pred = out["logits"][unl].argmax(1)
+        n_seen, n_novel = self.module.n_seen, self.module.n_novel
+        sizes = np.bincount(pred, minlength=n_seen + n_novel)[n_seen:]
+        order = np.argsort(-sizes, kind="stable")
+        rank = np.empty(n_novel, dtype=np.int64)
+        rank[order] = np.arange(n_novel)
+        self.novel_rank_ = [int(r) for r in rank]
+        pi = self.module.pi.detach().cpu().numpy()
+        self.class_distribution_ = {name: float(p) for name, p in zip(self.class_names, pi)}
+
+    @property
+    def class_names(self) -> list[str]:
+        """Names of the ``K`` classes in class-id order: the seen types, then ``novel_<rank>``."""
+        return list(self.seen_types_) + [f"{NOVEL_PREFIX}{r + 1}" for r in self.novel_rank_]
+
+    def predict(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        soft: bool = False,
+        batch_size: int = 1024,
+    ) -> pd.Series | pd.DataFrame:
+        """Predicted class of each cell (argmax of the pseudo-labelling branch).
+
+        Parameters
+        ----------
+        adata
+            AnnData set up like the training data (default: the training data).
+        indices
+            Cells to predict (default all).
+        soft
+            Return the class probabilities instead of labels.
+        batch_size
+            Cells per inference batch.
+
+        Returns
+        -------
+        Labels (:class:`pandas.Series` of strings: seen type names or ``novel_1 … novel_k``, numbered by
+        decreasing size) or, with ``soft=True``, a :class:`pandas.DataFrame` of probabilities with one
+        column per class.
+
+        Examples
+        --------
+        >>> labels = model.predict()  # doctest: +SKIP
+        >>> proba = model.predict(soft=True)  # doctest: +SKIP
+        """
+        self._check_if_trained(warn=False)
+        adata = self._validate_anndata(adata) if adata is not None else self.adata
+        logits = self._embed(adata, indices, batch_size)["logits"]
+        proba = torch.softmax(torch.as_tensor(logits), dim=1).numpy()
+        obs_names = adata.obs_names if indices is None else adata.obs_names[np.asarray(indices)]
+        names = np.asarray(self.class_names, dtype=object)
+        if soft:
+            return pd.DataFrame(proba, index=obs_names, columns=list(names))
+        return pd.Series(names[proba.argmax(1)], index=obs_names, dtype=object)
+
+    def get_latent_representation(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int = 1024,
+        representation: Literal["latent", "projection"] = "latent",
+    ) -> np.ndarray:
+        """Latent representation ``z`` (or the contrastive projection ``v``) of each cell.
+
+        Parameters
+        ----------
+        adata
+            AnnData set up like the training data (default: the training data).
+        indices
+            Cells (default all).
+        batch_size
+            Cells per inference batch.
+        representation
+            ``"latent"`` (the 128-d autoencoder latent) or ``"projection"`` (the L2-normalised output of the
+            contrastive head).
+
+        Returns
+        -------
+        ``(n_cells, d)`` float32 array.
+
+        Examples
+        --------
+        >>> z = model.get_latent_representation()  # doctest: +SKIP
+        """
+        self._check_if_trained(warn=False)
+        adata = self._validate_anndata(adata) if adata is not None else self.adata
+        key = {"latent": "z", "projection": "v"}[representation]
+        return self._embed(adata, indices, batch_size)[key].astype(np.float32)

@@ -1,0 +1,349 @@
+"""scDET's array kernels outside the network.
+
+The class-distribution estimate (paper §3.3) and the estimate of the number of novel types.
+
+Plain numpy / scikit-learn / scipy on arrays; no AnnData.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+from scipy.optimize import linear_sum_assignment
+from sklearn.cluster import KMeans
+
+__all__ = ["DistributionEstimate", "align_clusters", "estimate_distribution", "estimate_n_novel"]
+
+
+@dataclass
+class DistributionEstimate:
+    """Result of :func:`estimate_distribution`.
+
+    Attributes
+    ----------
+    pi
+        ``(K,)`` class frequencies aligned with the classifier's classes (seen ids first, then novel slots
+        by decreasing cluster size).
+    slot
+        ``(N,)`` class id of each cell's cluster (``-1``: its cluster got no class).
+    slot_of_cluster
+        ``(K,)`` class id given to each cluster (``-1``: none).
+    centres
+        k-means centres to start the next estimate from.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scomics_ext.module import DistributionEstimate
+    >>> est = DistributionEstimate(
+    ...     pi=np.array([0.7, 0.3]), slot=np.array([0, 0, 1]), slot_of_cluster=np.array([0, 1])
+    ... )
+    >>> est.pi.sum()
+    np.float64(1.0)
+    """
+
+    pi: np.ndarray
+    slot: np.ndarray
+    slot_of_cluster: np.ndarray
+    centres: np.ndarray | None = None
+
+
+def align_clusters(
+    clusters: np.ndarray, labels: np.ndarray, n_seen: int, n_classes: int, *, min_ref_share: float = 0.2
+) -> np.ndarray:
+    """Map clusters to class ids: Hungarian to the seen types, the rest to the novel slots by size.
+
+    Clusters are matched one-to-one to the seen types by the Hungarian algorithm on the counts of labelled
+    cells (paper §3.3). A match is kept only when it is credible: the cluster holds at least half of the
+    type's labelled cells, and its share of labelled cells is at least ``min_ref_share`` x the overall
+    share (a cluster made almost only of query cells is not a seen type, whatever few labelled cells
+    it holds). Without this check a rare seen type (a handful of reference cells) claims a large
+    cluster of a novel type, and the classifier is then regularised to predict that rare type for all of
+    it. The unmatched clusters go to the novel slots by decreasing size; clusters left over get ``-1``.
+
+    Parameters
+    ----------
+    clusters
+        ``(N,)`` cluster ids in ``0..n_classes-1``.
+    labels
+        ``(N,)`` seen-type ids of the labelled cells, ``-1`` for unlabelled cells.
+    n_seen
+        Number of seen types.
+    n_classes
+        Number of clusters = classes ``K``.
+    min_ref_share
+        Credibility threshold of a match (relative share of labelled cells).
+
+    Returns
+    -------
+    ``(K,)`` class id of every cluster, ``-1`` for a cluster without a class.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scomics_ext.module._scdet_estimate import align_clusters
+    >>> clusters = np.array([2, 2, 0, 0, 1, 1, 1, 3])
+    >>> labels = np.array([0, 0, 1, -1, -1, -1, -1, -1])
+    >>> align_clusters(clusters, labels, n_seen=2, n_classes=4).tolist()
+    [1, 2, 0, 3]
+    """
+    clusters = np.asarray(clusters, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int64)
+    sizes = np.bincount(clusters, minlength=n_classes)
+    lab = labels >= 0
+    table = np.zeros((n_classes, n_seen), dtype=np.int64)
+    np.add.at(table, (clusters[lab], labels[lab]), 1)
+    rows, cols = linear_sum_assignment(table, maximize=True)
+    n_type = table.sum(0)
+    share = table.sum(1) / np.maximum(sizes, 1)
+    matched = table[rows, cols]
+    credible = (matched > 0) & (matched >= 0.5 * n_type[cols]) & (share[rows] >= min_ref_share * lab.mean())
+    slot = np.full(n_classes, -1, dtype=np.int64)
+    slot[rows[credible]] = cols[credible]
+    rest = np.flatnonzero(slot < 0)
+    rest = rest[np.argsort(-sizes[rest], kind="stable")][: n_classes - n_seen]
+    slot[rest] = n_seen + np.arange(rest.size)
+    return slot
+
+
+def estimate_distribution(
+    v: np.ndarray,
+    labels: np.ndarray,
+    n_seen: int,
+    n_classes: int,
+    *,
+    method: str = "kmeans-ward",
+    init: np.ndarray | None = None,
+    random_state: int = 0,
+    n_init: int = 3,
+) -> DistributionEstimate:
+    """The class distribution ``π`` from clustering the contrastive projections (paper §3.3).
+
+    ``K`` clusters of all cells; cluster sizes give ``π``; clusters are aligned with the classes by
+    :func:`align_clusters`.
+
+    Parameters
+    ----------
+    v
+        ``(N, d)`` projections of all cells (reference and query).
+    labels
+        ``(N,)`` seen-type ids, ``-1`` for unlabelled cells.
+    n_seen, n_classes
+        Numbers of seen types and of classes ``K``.
+    method
+        ``"kmeans"``: k-means with ``K`` clusters (the paper). ``"kmeans-ward"`` (default): k-means with
+        ``max(50, 5K)`` clusters whose centres are merged into ``K`` groups by Ward linkage. k-means
+        favours clusters of equal size, which flattens a long-tailed ``π``; the merged over-clustering
+        follows unequal sizes much better (on the open-world simulator the L1 error of ``π`` halves).
+    init
+        Centres of the previous estimate (:attr:`DistributionEstimate.centres`): k-means starts from
+        them (one run), which keeps successive estimates consistent while the representation drifts.
+    random_state
+        Seed of k-means.
+    n_init
+        k-means restarts (without ``init``).
+
+    Returns
+    -------
+    :class:`DistributionEstimate`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scomics_ext.module._scdet_estimate import estimate_distribution
+    >>> rng = np.random.default_rng(0)
+    >>> v = np.concatenate([rng.normal(c, 0.1, size=(n, 2)) for c, n in [(0, 30), (5, 10), (10, 60)]])
+    >>> labels = np.r_[np.zeros(5), -np.ones(25), np.ones(5), -np.ones(65)].astype(int)
+    >>> est = estimate_distribution(v, labels, n_seen=2, n_classes=3, method="kmeans")
+    >>> est.pi.round(2).tolist()
+    [0.3, 0.1, 0.6]
+    """
+    if method not in ("kmeans", "kmeans-ward"):
+        raise ValueError(f"`method` must be 'kmeans' or 'kmeans-ward', got {method!r}.")
+    v = np.asarray(v, dtype=np.float64)
+    n = v.shape[0]
+    k = min(n_classes, n)
+    n_km = k if method == "kmeans" else min(n, max(50, 5 * n_classes))
+    if init is not None and init.shape == (n_km, v.shape[1]):
+        km = KMeans(n_km, init=np.asarray(init, dtype=np.float64), n_init=1, random_state=random_state).fit(v)
+    else:
+        km = KMeans(n_km, n_init=n_init, random_state=random_state).fit(v)
+    clusters = km.labels_.astype(np.int64)
+    if method == "kmeans-ward" and n_km > k:
+        from sklearn.cluster import AgglomerativeClustering
+
+        merged = AgglomerativeClustering(k, linkage="ward").fit_predict(km.cluster_centers_)
+        clusters = merged[clusters].astype(np.int64)
+    slot_of_cluster = align_clusters(clusters, labels, n_seen, n_classes)
+    slot = slot_of_cluster[clusters]
+    pi = np.bincount(slot[slot >= 0], minlength=n_classes).astype(np.float64)
+    # a seen type without a credible cluster keeps at least its labelled cells; an empty slot one cell
+    lab = np.asarray(labels)
+    pi[:n_seen] = np.maximum(pi[:n_seen], np.bincount(lab[lab >= 0], minlength=n_seen))
+    pi = np.maximum(pi, 1.0)
+    pi /= pi.sum()
+    return DistributionEstimate(
+        pi=pi, slot=slot, slot_of_cluster=slot_of_cluster, centres=km.cluster_centers_
+    )
+
+
+def _knn_graph(X: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and distances of the ``n_neighbors`` nearest neighbours (self excluded)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    k = min(n_neighbors + 1, X.shape[0])
+    dist, idx = NearestNeighbors(n_neighbors=k).fit(X).kneighbors(X)
+    return idx[:, 1:], dist[:, 1:]
+
+
+def _leiden(graph, resolution: float, random_state: int) -> np.ndarray:
+    import leidenalg
+
+    part = leidenalg.find_partition(
+        graph,
+        leidenalg.RBConfigurationVertexPartition,
+        weights="weight",
+        resolution_parameter=resolution,
+        seed=random_state,
+        n_iterations=2,
+    )
+    return np.asarray(part.membership, dtype=np.int64)
+
+
+def _knn_igraph(X: np.ndarray, n_neighbors: int):
+    import igraph
+
+    n = X.shape[0]
+    idx, _ = _knn_graph(X, n_neighbors)
+    rows = np.repeat(np.arange(n), idx.shape[1])
+    A = sparse.csr_matrix((np.ones(rows.size), (rows, idx.ravel())), shape=(n, n))
+    A = sparse.triu(((A + A.T) > 0).astype(np.float64), k=1).tocoo()
+    g = igraph.Graph(n=n, edges=list(zip(A.row.tolist(), A.col.tolist())), directed=False)
+    g.es["weight"] = A.data.tolist()
+    return g
+
+
+def _calibrated_resolution(
+    X: np.ndarray,
+    labels: np.ndarray,
+    resolutions: np.ndarray,
+    n_neighbors: int,
+    min_cells: int,
+    random_state: int,
+) -> tuple[float, float, float]:
+    """Leiden resolution whose clusters of the labelled cells agree best (ARI) with their labels.
+
+    Returns the resolution, its ARI, and the number of clusters (of at least ``min_cells`` cells) per
+    labelled type at that resolution.
+    """
+    from sklearn.metrics import adjusted_rand_score
+
+    graph = _knn_igraph(X, min(n_neighbors, X.shape[0] - 1))
+    n_types = np.unique(labels).size
+    best = (-np.inf, float(resolutions[0]), 1.0)
+    for r in resolutions:
+        clusters = _leiden(graph, float(r), random_state)
+        score = adjusted_rand_score(labels, clusters)
+        if score > best[0] + 1e-9:
+            n_big = max(1, int((np.bincount(clusters) >= min_cells).sum()))
+            best = (score, float(r), n_big / n_types)
+    return best[1], float(best[0]), float(best[2])
+
+
+def estimate_n_novel(
+    X: np.ndarray,
+    labels: np.ndarray,
+    *,
+    n_neighbors: int = 15,
+    n_over: int = 30,
+    novelty_threshold: float = 0.2,
+    min_cells: int = 10,
+    resolutions: np.ndarray | None = None,
+    random_state: int = 0,
+) -> dict[str, object]:
+    """Estimate how many novel types the query holds (reference-calibrated clustering of unexplained cells).
+
+    1. *Candidates.* All cells are over-clustered (k-means, ``n_over`` clusters, at most one per
+       ``min_cells`` cells). A cluster is unexplained by the reference when its share of reference cells
+       is below ``novelty_threshold`` x the overall reference share; its query cells are the candidates.
+    2. *Granularity.* The reference labels say how finely types are annotated: the Leiden resolution whose
+       clustering of the reference cells' kNN graph agrees best with their labels (adjusted Rand index)
+       is kept.
+    3. *Count.* The candidates' kNN graph is clustered by Leiden at that resolution; clusters of at least
+       ``min_cells`` cells are counted (0 when there are fewer candidates).
+
+    Parameters
+    ----------
+    X
+        ``(N, d)`` representation of reference and query cells (e.g. PCA of the joint, scaled data).
+    labels
+        ``(N,)`` integer reference labels, ``-1`` for query (unlabelled) cells.
+    n_neighbors
+        Neighbours of the kNN graphs.
+    n_over
+        Over-clustering size of step 1.
+    novelty_threshold
+        Relative reference share below which a cluster is unexplained.
+    min_cells
+        Fewest cells of a novel type.
+    resolutions
+        Leiden resolutions tried in step 2 (default ``geomspace(0.05, 3, 12)``).
+    random_state
+        Seed of k-means and Leiden.
+
+    Returns
+    -------
+    ``"n_novel"`` (int), ``"n_candidates"`` (query cells unexplained by the reference), ``"resolution"``
+    and ``"ari_reference"`` (the calibrated resolution and its agreement with the reference labels).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scomics_ext.module._scdet_estimate import estimate_n_novel
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(10 * k, 1, size=(60, 5)) for k in range(4)])
+    >>> labels = np.repeat([0, 1, -1, -1], 60)
+    >>> labels[30:60] = -1
+    >>> labels[90:120] = -1
+    >>> estimate_n_novel(X, labels)["n_novel"]
+    2
+    """
+    X = np.asarray(X, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    is_ref = labels >= 0
+    n = X.shape[0]
+    if resolutions is None:
+        resolutions = np.geomspace(0.05, 3.0, 12)
+    k = int(max(2, min(n_over, n // max(min_cells, 1))))
+    clusters = KMeans(k, n_init=3, random_state=random_state).fit_predict(X)
+    size = np.bincount(clusters, minlength=k)
+    share = np.bincount(clusters[is_ref], minlength=k) / np.maximum(size, 1)
+    unexplained = share < novelty_threshold * is_ref.mean()
+    cand = unexplained[clusters] & ~is_ref
+    n_cand = int(cand.sum())
+    out: dict[str, object] = {
+        "n_novel": 0,
+        "n_candidates": n_cand,
+        "resolution": float("nan"),
+        "ari_reference": float("nan"),
+    }
+    if n_cand < min_cells:
+        return out
+    if np.unique(labels[is_ref]).size > 1:
+        resolution, score, per_type = _calibrated_resolution(
+            X[is_ref], labels[is_ref], resolutions, n_neighbors, min_cells, random_state
+        )
+    else:
+        resolution, score, per_type = 1.0, float("nan"), 1.0
+    graph = _knn_igraph(X[cand], min(n_neighbors, n_cand - 1))
+    sub = _leiden(graph, resolution, random_state)
+    n_sub = int((np.bincount(sub) >= min_cells).sum())
+    out.update(
+        n_novel=int(max(1, round(n_sub / per_type))) if n_sub else 0,
+        resolution=resolution,
+        ari_reference=score,
+        clusters_per_type=per_type,
+    )
+    return out
