@@ -19,7 +19,12 @@ from scomics_ext.model._darlc_data import (
     standardize_images,
 )
 from scomics_ext.model._darlc_module import DARLCModule
-from scomics_ext.model._darlc_training import laplacian_rayleigh, make_mixture
+from scomics_ext.model._darlc_training import (
+    DARLCTrainingPlan,
+    embedding_scaling,
+    laplacian_rayleigh,
+    make_mixture,
+)
 from scomics_ext.module import seeding_similarity, similarity_laplacian, smm_posterior
 
 
@@ -226,7 +231,9 @@ def test_non_square_and_hex_grids(n_side, grid, shape):
     assert model.get_latent_representation().shape == (20, 32)
 
 
-@pytest.mark.parametrize("init", [{"gat_view": False}, {"mixture": "gmm"}, {"warmup": False}])
+@pytest.mark.parametrize(
+    "init", [{"gat_view": False}, {"mixture": "gmm"}, {"warmup": False}, {"scale_free_mixture": False}]
+)
 def test_ablations_train(init):
     model = _trained(_data(n_genes=20), n_clusters=2, max_epochs=2, **init)
     assert model.predict().shape == (20,)
@@ -248,3 +255,34 @@ def test_dec_loss_reaches_encoder():
     grad = module.vit.patch_embed.weight.grad
     assert grad is not None
     assert float(grad.abs().sum()) > 0
+
+
+def test_mixture_lives_on_standardised_embeddings(trained):
+    """The final mixture is fitted to the embeddings standardised over all genes (scale-free default)."""
+    _adata, model = trained
+    state = model.smm_state_
+    z = model.get_latent_representation().astype(np.float64)
+    shift, scale = embedding_scaling(z)
+    np.testing.assert_allclose(state["shift"], shift, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(state["scale"], scale, rtol=1e-6)
+    zs = (z - shift) / scale
+    np.testing.assert_array_equal(
+        model.predict(), make_mixture(3, "smm", 0).load_state_dict(state).predict(zs)
+    )
+
+
+def test_scale_free_mixture_space_ignores_embedding_scale():
+    """Shrinking every embedding (the collapse route) leaves the standardised embeddings unchanged."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(50, 4))
+    plan = DARLCTrainingPlan.__new__(DARLCTrainingPlan)
+    plan.scale_free = True
+    plan.set_scaling(z)
+    a = plan.to_mixture_space(z)
+    plan.set_scaling(0.01 * z + 3.0)
+    b = plan.to_mixture_space(0.01 * z + 3.0)
+    np.testing.assert_allclose(a, b, atol=1e-10)
+    np.testing.assert_allclose(plan.to_mixture_space(torch.as_tensor(z)).numpy(), plan.to_mixture_space(z))
+    plan.scale_free = False
+    plan.set_scaling(z)
+    np.testing.assert_allclose(plan.to_mixture_space(z), z)

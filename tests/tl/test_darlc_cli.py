@@ -66,6 +66,7 @@ def test_demo_step_returns_labels_per_gene(monkeypatch):
     adata = sx.datasets.gene_patterns(n_side=12, n_genes=20, n_patterns=2, random_state=0)
     sc.pp.normalize_total(adata, target_sum=1e4)
     sc.pp.log1p(adata)
+    torch.set_num_threads(1)  # scanpy / numba reset torch's thread count (oversubscription)
     before = adata.copy()
     out = _cli_darlc.demo_step(adata, n_clusters=2, random_state=0)
     assert set(out) == {"darlc"}

@@ -33,13 +33,33 @@ def _small(n_genes=30, seed=0, **kw):
     return sx.datasets.gene_patterns(n_side=12, n_genes=n_genes, n_patterns=3, random_state=seed, **kw)
 
 
-@pytest.fixture(scope="module")
-def planted_run():
+def _planted(n_side, n_genes, n_patterns):
     """One default-settings run on planted patterns (eigengap K, default schedule)."""
     torch.set_num_threads(1)
-    adata = sx.datasets.gene_patterns(n_side=20, n_genes=120, n_patterns=4, signal=1.5, random_state=0)
+    adata = sx.datasets.gene_patterns(
+        n_side=n_side, n_genes=n_genes, n_patterns=n_patterns, signal=1.5, random_state=0
+    )
     out = darlc(adata, n_clusters=None, copy=True, progress_bar=False)
     return adata, out
+
+
+def _image_kmeans_nmi(adata, k):
+    import scanpy as sc
+
+    logn = adata.copy()
+    sc.pp.normalize_total(logn)
+    sc.pp.log1p(logn)
+    sx.pp.gene_images(logn)
+    truth = adata.var["truth"].astype(str).to_numpy()
+    nmi = sx.metrics.clustering_scores(truth, image_kmeans(logn.varm["gene_images"], k))["nmi"]
+    torch.set_num_threads(1)  # scanpy / numba reset torch's thread count
+    return nmi
+
+
+@pytest.fixture(scope="module")
+def planted_run():
+    """Small default-settings run (60 genes, 3 patterns on 16 x 16: ~10 s on one core)."""
+    return _planted(16, 60, 3)
 
 
 def test_planted_patterns_recovered(planted_run):
@@ -47,24 +67,30 @@ def test_planted_patterns_recovered(planted_run):
     truth = adata.var["truth"].astype(str).to_numpy()
     labels = out.var["darlc"].astype(str).to_numpy()
     assert out.uns["darlc"]["n_clusters_inferred"]
-    assert out.uns["darlc"]["n_clusters_fitted"] == 4  # eigengap on the seeding similarity
-    score = sx.metrics.clustering_scores(truth, labels)["nmi"]
-    logn = adata.copy()
-    import scanpy as sc
+    assert out.uns["darlc"]["n_clusters_fitted"] == 3  # eigengap on the seeding similarity
+    scores = sx.metrics.clustering_scores(truth, labels)
+    # measured 0.84 (seed 0) / 0.90 (seed 1); chance is ~0
+    assert scores["nmi"] >= 0.75
+    assert scores["ari"] >= 0.7
 
-    sc.pp.normalize_total(logn)
-    sc.pp.log1p(logn)
-    sx.pp.gene_images(logn)
-    baseline = sx.metrics.clustering_scores(truth, image_kmeans(logn.varm["gene_images"], 4))["nmi"]
+
+@pytest.mark.slow
+def test_planted_patterns_recovered_larger():
+    """120 genes, 4 patterns on 20 x 20 (~30 s): DARLC matches k-means on the images."""
+    adata, out = _planted(20, 120, 4)
+    truth = adata.var["truth"].astype(str).to_numpy()
+    labels = out.var["darlc"].astype(str).to_numpy()
+    assert out.uns["darlc"]["n_clusters_fitted"] == 4
+    score = sx.metrics.clustering_scores(truth, labels)["nmi"]
     assert score >= 0.8
-    assert score >= baseline - 0.02
+    assert score >= _image_kmeans_nmi(adata, 4) - 0.02
 
 
 def test_outputs_are_written_and_h5ad_writable(planted_run, tmp_path):
     adata, out = planted_run
     assert "darlc" not in adata.var  # copy=True left the input alone
     emb = out.varm["X_darlc"]
-    assert emb.shape == (120, 32)
+    assert emb.shape == (adata.n_vars, 32)
     assert emb.dtype == np.float32
     assert isinstance(out.var["darlc"].dtype, pd.CategoricalDtype)
     uns = out.uns["darlc"]
@@ -80,7 +106,7 @@ def test_outputs_are_written_and_h5ad_writable(planted_run, tmp_path):
     ):
         assert key in uns, key
     k = uns["n_clusters"]
-    assert uns["cluster_images"].shape == (k, 20, 20)
+    assert uns["cluster_images"].shape == (k, 16, 16)
     assert uns["cluster_images"].dtype == np.float32
     assert np.isfinite(uns["dbie"])
     assert np.isfinite(uns["dbip"])
@@ -127,6 +153,7 @@ def test_log_normalised_dense_input_and_layer(fast_gat):
     adata.layers["counts"] = adata.X.copy()
     sc.pp.normalize_total(adata)
     sc.pp.log1p(adata)
+    torch.set_num_threads(1)  # scanpy / numba reset torch's thread count (oversubscription)
     adata.X = adata.X.toarray()
     darlc(adata, n_clusters=2, layer="counts", max_epochs=2, key_added="from_counts", progress_bar=False)
     darlc(adata, n_clusters=2, max_epochs=2, progress_bar=False)

@@ -121,6 +121,37 @@ def laplacian_rayleigh(z: np.ndarray, laplacian: sparse.spmatrix) -> tuple[float
     return value, grad
 
 
+def embedding_scaling(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension centre and scale of the embeddings (the affine map into the mixture's space).
+
+    The mixture is fitted to ``(z - shift) / scale`` with both taken over all genes at the start of every
+    joint epoch (held fixed within the epoch) and at the final fit, so the mixture likelihood, like the
+    Laplacian term, is scale-free: the NLL and KL terms can only be lowered by tightening clusters relative
+    to the spread of all genes, never by shrinking every embedding towards one point (the collapse observed
+    without it, see :class:`~scomics_ext.model.DARLC`).
+
+    Parameters
+    ----------
+    z
+        Embeddings ``(N, D)``.
+
+    Returns
+    -------
+    shift, scale
+        ``(D,)`` float64 arrays (``scale`` floored at ``1e-8``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scomics_ext.model._darlc_training import embedding_scaling
+    >>> shift, scale = embedding_scaling(np.array([[0.0, 1.0], [2.0, 1.0]]))
+    >>> shift.tolist(), scale.tolist()
+    ([1.0, 1.0], [1.0, 1e-08])
+    """
+    z = np.asarray(z, dtype=np.float64)
+    return z.mean(axis=0), np.maximum(z.std(axis=0), 1e-8)
+
+
 class GeneImageDataModule(pl.LightningDataModule):
     """Shuffled mini-batches of ``(image, positive view, gene index)``.
 
@@ -215,6 +246,9 @@ class DARLCTrainingPlan(pl.LightningModule):
         Seed of masks, subsets and the mixture.
     mixture_state
         Mixture state to warm-start from (continued training).
+    scale_free
+        Fit and evaluate the mixture on the embeddings standardised over all genes
+        (:func:`embedding_scaling`, the default) instead of the raw embeddings (ablation).
     """
 
     def __init__(
@@ -243,6 +277,7 @@ class DARLCTrainingPlan(pl.LightningModule):
         chunk_size: int = 128,
         seed: int = 0,
         mixture_state: dict[str, np.ndarray] | None = None,
+        scale_free: bool = True,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -278,11 +313,29 @@ class DARLCTrainingPlan(pl.LightningModule):
         self._lz: torch.Tensor | None = None
         self._lam = 0.0
         self._logs: dict[str, list[float]] = {}
+        self.scale_free = bool(scale_free)
+        self.shift: np.ndarray | None = None
+        self.scale: np.ndarray | None = None
 
     # -- Lightning hooks ------------------------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam on every trainable parameter (the uncertainty weights have no weight decay anyway)."""
         return torch.optim.Adam([p for p in self.module.parameters() if p.requires_grad], lr=self.lr)
+
+    def set_scaling(self, z: np.ndarray) -> None:
+        """Fix the affine map into the mixture's space from the embeddings ``z`` of all genes."""
+        if self.scale_free:
+            self.shift, self.scale = embedding_scaling(z)
+        else:
+            self.shift, self.scale = np.zeros(z.shape[1]), np.ones(z.shape[1])
+
+    def to_mixture_space(self, z: Any) -> Any:
+        """``(z - shift) / scale`` for numpy arrays or (differentiably) torch tensors."""
+        if isinstance(z, torch.Tensor):
+            shift = torch.as_tensor(self.shift, dtype=z.dtype, device=z.device)
+            scale = torch.as_tensor(self.scale, dtype=z.dtype, device=z.device)
+            return (z - shift) / scale
+        return (np.asarray(z, dtype=np.float64) - self.shift) / self.scale
 
     def joint_epoch(self) -> int:
         """Index of the current epoch within the joint stage (negative during warm-up)."""
@@ -297,7 +350,9 @@ class DARLCTrainingPlan(pl.LightningModule):
         if t == 0:
             self._recalibrate_head()
         self.module.set_head_mode(False)
-        z = self.embed_all().astype(np.float64)
+        z_raw = self.embed_all().astype(np.float64)
+        self.set_scaling(z_raw)
+        z = self.to_mixture_space(z_raw)
         if not self.smm.is_initialized:
             self.smm.initialize(z)
         self.smm.fit(z, max_iter=self.em_iter, tol=self.em_tol)
@@ -315,7 +370,7 @@ class DARLCTrainingPlan(pl.LightningModule):
             return
         q = torch.as_tensor(self.smm.predict_proba(z))
         self._target = target_distribution(q)
-        self._epoch_step(z, q.numpy(), t)
+        self._epoch_step(z_raw, q.numpy(), t)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
         """Skip the rest of the epoch once the joint stage has converged."""
@@ -333,7 +388,7 @@ class DARLCTrainingPlan(pl.LightningModule):
         self._log("contrastive", out.cl.item())
         if not warm:
             z = out.z_masked if self.kl_view == "masked" else module.embed(images)
-            logq = torch.log_softmax(smm_log_prob(z.double(), self.smm.params), dim=1)
+            logq = torch.log_softmax(smm_log_prob(self.to_mixture_space(z.double()), self.smm.params), dim=1)
             kl = dec_kl_loss(logq, self._target[idx.cpu()].to(logq.device), log_input=True)
             # Laplacian: the batch rows' share of the gradient of R_lap, taken at the epoch-start embeddings
             n_all = self.images.shape[0]
@@ -415,7 +470,7 @@ class DARLCTrainingPlan(pl.LightningModule):
         lz_t = torch.as_tensor(lap_grad)
         lam = self.lap_weight * self.lap_decay**t
         self._lz, self._lam = lz_t, lam
-        nll_value = float(-np.mean(self.smm.log_prob(z_all)))
+        nll_value = float(-np.mean(self.smm.log_prob(self.to_mixture_space(z_all))))
 
         opt = self.optimizers()
         opt.zero_grad()
@@ -425,7 +480,7 @@ class DARLCTrainingPlan(pl.LightningModule):
             idx = subset[s : s + self.chunk_size]
             x = self.images[idx].to(device)
             z = self.module.embed(x).double()
-            logp = smm_log_prob(z, params)
+            logp = smm_log_prob(self.to_mixture_space(z), params)
             nll = -torch.logsumexp(logp, dim=1).sum() / m
             size_sur = (torch.softmax(logp, dim=1) @ g_size).sum() / m
             lap_sur = (z * lz_t[idx].to(device)).sum() * (n / m)
