@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from scomics_ext.module._scdet import GaussianNoise, SCDETNetwork, feature_swap
-from scomics_ext.module._scdet_estimate import align_clusters, estimate_distribution, estimate_n_novel
+from scomics_ext.module._scdet_estimate import (
+    align_clusters,
+    align_overclusters,
+    estimate_distribution,
+    estimate_n_novel,
+)
 
 
 @pytest.mark.parametrize(("n_genes", "p"), [(100, 0.3), (50, 0.1), (7, 0.5)])
@@ -116,10 +121,33 @@ def test_estimate_distribution_recovers_planted_sizes():
     v = np.concatenate([rng.normal(centres[k], 0.5, size=(n, 4)) for k, n in enumerate(sizes)])
     truth = np.repeat(np.arange(4), sizes)
     labels = np.where((truth < 2) & (rng.random(truth.size) < 0.5), truth, -1)  # types 0, 1 seen
-    est = estimate_distribution(v, labels, n_seen=2, n_classes=4, random_state=0)
+    est = estimate_distribution(v, labels, n_seen=2, n_classes=4, method="kmeans-ward", random_state=0)
     # seen classes keep their ids, the novel slots come by decreasing size (120 then 40)
     assert np.allclose(est.pi, np.array([200, 80, 120, 40]) / 440)
     assert (est.slot == np.array([0, 1, 3, 2])[truth]).all()
+
+
+def test_novelty_estimate_separates_a_novel_type_next_to_a_seen_one():
+    # a novel type (2) sits next to seen type 0: with K clusters the Hungarian matching gives both to
+    # type 0; the over-clustering with reference shares keeps the novel type apart
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [20.0, 0.0], [3.0, 0.0]])
+    sizes = [600, 300, 300]
+    v = np.concatenate([rng.normal(centres[k], 0.5, size=(n, 2)) for k, n in enumerate(sizes)])
+    truth = np.repeat(np.arange(3), sizes)
+    labels = np.where((truth < 2) & (rng.random(truth.size) < 0.5), truth, -1)
+    est = estimate_distribution(v, labels, n_seen=2, n_classes=3, method="novelty", random_state=0)
+    query = labels < 0
+    assert (est.slot[query & (truth == 2)] == 2).mean() > 0.95
+    assert (est.slot[query & (truth < 2)] == 2).mean() < 0.05
+    assert np.allclose(est.pi, np.array(sizes) / sum(sizes), atol=0.03)
+
+
+def test_align_overclusters_without_novel_slots():
+    clusters = np.array([0, 0, 1, 1])
+    labels = np.array([0, -1, -1, -1])
+    slot = align_overclusters(clusters, np.array([[0.0], [5.0]]), labels, n_seen=1, n_classes=1)
+    assert slot.tolist() == [0, -1]
 
 
 def test_estimate_n_novel_on_planted_blobs():

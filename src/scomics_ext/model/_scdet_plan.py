@@ -19,7 +19,7 @@ from scomics_ext.module._scdet_estimate import estimate_distribution
 #: registry key of the raw counts layer (ZINB reconstruction)
 COUNTS_KEY = "counts"
 
-_LOSS_TERMS = ("loss", "rec", "mask", "r", "t", "reg", "unsup", "sup", "soft", "n_selected")
+_LOSS_TERMS = ("loss", "rec", "mask", "r", "t", "reg", "unsup", "sup", "soft", "anchor", "n_selected")
 
 
 def batch_tensors(tensors: dict[str, torch.Tensor], unlabeled_code: int) -> dict[str, Any]:
@@ -27,7 +27,9 @@ def batch_tensors(tensors: dict[str, torch.Tensor], unlabeled_code: int) -> dict
     labels = tensors[REGISTRY_KEYS.LABELS_KEY].reshape(-1).long()
     labels = torch.where(labels == unlabeled_code, torch.full_like(labels, -1), labels)
     batch = tensors.get(REGISTRY_KEYS.BATCH_KEY)
+    index = tensors.get(REGISTRY_KEYS.INDICES_KEY)
     return {
+        "index": None if index is None else index.reshape(-1).long(),
         "x": tensors[REGISTRY_KEYS.X_KEY].float(),
         "labels": labels,
         "counts": tensors[COUNTS_KEY].float() if COUNTS_KEY in tensors else None,
@@ -73,6 +75,15 @@ class SCDETTrainingPlan(pl.LightningModule):
         or fewer than 3), or ``"none"``.
     random_state
         Seed of k-means.
+    first_rep
+        ``(N, d)`` representation clustered by the first estimate (e.g. a PCA of the input); ``None``:
+        the projections ``v``.
+    anchor
+        Keep the novel-slot assignment of the unlabelled cells that the first estimate finds unexplained
+        by the reference as their pseudo-labels for the rest of training.
+    estimate_on
+        What the later estimates cluster: ``"input"``, ``first_rep`` again; ``"projection"``, the
+        contrastive projections ``v`` (the paper).
     """
 
     def __init__(
@@ -93,6 +104,9 @@ class SCDETTrainingPlan(pl.LightningModule):
         init_prototypes: bool = True,
         reseed: str = "dead",
         random_state: int = 0,
+        first_rep: np.ndarray | None = None,
+        anchor: bool = True,
+        estimate_on: str = "input",
     ):
         super().__init__()
         self.module = module
@@ -107,6 +121,11 @@ class SCDETTrainingPlan(pl.LightningModule):
         if reseed not in ("none", "dead", "all"):
             raise ValueError(f"`reseed` must be 'none', 'dead' or 'all', got {reseed!r}.")
         self.reseed = reseed
+        self.first_rep = first_rep
+        self.anchor = bool(anchor)
+        self.estimate_on = estimate_on
+        #: (N,) novel-slot pseudo-label of the unexplained unlabelled cells of the first estimate (-1: none)
+        self.anchors: np.ndarray | None = None
         self.n_reseeded = 0
         self.n_estimates = 0
         self.n_stable = 0
@@ -127,7 +146,11 @@ class SCDETTrainingPlan(pl.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int):
         args = batch_tensors(batch, self.unlabeled_code)
-        terms = self.module.loss(**args, warmup=self.in_warmup())
+        index = args.pop("index")
+        anchors = None
+        if self.anchors is not None and index is not None:
+            anchors = torch.as_tensor(self.anchors, device=index.device)[index]
+        terms = self.module.loss(**args, anchors=anchors, warmup=self.in_warmup())
         n = args["x"].shape[0]
         for name in _LOSS_TERMS:
             self.log(f"{name}_train", terms[name].detach(), on_step=False, on_epoch=True, batch_size=n)
@@ -189,21 +212,27 @@ class SCDETTrainingPlan(pl.LightningModule):
         was_training = module.training
         module.eval()
         out = self.embed()
+        first = self.n_estimates == 0
+        # the first estimate comes right after the reconstruction-only warm-up, when the projection head
+        # is still at its random initialisation: cluster ``first_rep`` (a PCA of the input) then
         est = estimate_distribution(
-            out["v"],
+            self.first_rep
+            if (first or self.estimate_on == "input") and self.first_rep is not None
+            else out["v"],
             self.labels,
             module.n_seen,
             module.n_classes,
             init=self.centres,
             random_state=self.random_state,
         )
-        self.centres = est.centres
-        first = self.n_estimates == 0
+        self.centres = None if first else est.centres
         unl = self.labels < 0
         h = out["h"]
         if not first and module.n_novel > 1:
             est = self._match_novel_slots(est, h)
         centres = np.zeros((module.n_classes, h.shape[1]), dtype=np.float64)
+        if first and self.anchor and module.n_novel > 0:
+            self.anchors = np.where(unl & (est.slot >= module.n_seen), est.slot, -1).astype(np.int64)
         if first and self.init_prototypes:
             for c in range(module.n_classes):
                 rows = self.labels == c if c < module.n_seen else (est.slot == c) & unl

@@ -181,7 +181,7 @@ class SCDETNetwork(nn.Module):
     ((4, 5), (4, 128))
     >>> losses = net.loss(torch.randn(6, 50), torch.tensor([0, 1, 2, -1, -1, -1]))
     >>> sorted(losses)[:3]
-    ['loss', 'mask', 'n_selected']
+    ['anchor', 'loss', 'mask']
     """
 
     def __init__(
@@ -332,6 +332,7 @@ class SCDETNetwork(nn.Module):
         *,
         counts: Tensor | None = None,
         batch_index: Tensor | None = None,
+        anchors: Tensor | None = None,
         warmup: bool = False,
     ) -> dict[str, Tensor]:
         """All training losses of one batch.
@@ -346,13 +347,16 @@ class SCDETNetwork(nn.Module):
             ``(N, G)`` raw counts (``likelihood="zinb"``).
         batch_index
             ``(N,)`` batch ids for the decoder.
+        anchors
+            ``(N,)`` novel-slot pseudo-labels of unlabelled cells that the reference does not explain
+            (``-1``: none); they get the cross-entropy of the labelled cells (term ``"anchor"``).
         warmup
             Only the reconstruction terms (``L_rec`` + swapped-entry BCE).
 
         Returns
         -------
         ``"loss"`` (the total) and every term: ``"rec"``, ``"mask"``, ``"r"``, ``"t"``, ``"reg"``,
-        ``"unsup"``, ``"sup"``, ``"soft"``, and ``"n_selected"`` (size of ``M(D_t)`` in the batch).
+        ``"unsup"``, ``"sup"``, ``"soft"``, ``"anchor"``, and ``"n_selected"`` (size of ``M(D_t)`` in the batch).
         """
         labels = labels.reshape(-1).long()
         x_tilde, mask = feature_swap(x, self.swap_p)
@@ -370,6 +374,7 @@ class SCDETNetwork(nn.Module):
                 unsup=zero,
                 sup=zero,
                 soft=zero,
+                anchor=zero,
                 n_selected=zero,
                 loss=rec + mask_loss,
             )
@@ -380,6 +385,10 @@ class SCDETNetwork(nn.Module):
         # pseudo-labelling branch
         l_r = L.supervised_ce(out1.logits, out2.logits, labels)
         l_t = L.cross_view_ce(out1.logits[unl], out2.logits[unl], self.sharpen)
+        l_anchor = zero
+        if anchors is not None:
+            anchors = torch.where(unl, anchors.reshape(-1).long(), torch.full_like(labels, -1))
+            l_anchor = L.supervised_ce(out1.logits, out2.logits, anchors)
         l_reg = L.distribution_kl(out1.logits, out2.logits, L.smoothed_prior(self.pi, self.rho))
         # contrastive branch
         n = x.shape[0]
@@ -402,7 +411,7 @@ class SCDETNetwork(nn.Module):
         idx = torch.cat([torch.nonzero(lab, as_tuple=False).flatten(), unl_idx])
         l_soft = L.soft_contrastive_loss(out1.v[idx], out2.v[idx], weights, self.temperature)
 
-        l_cls = l_r + l_t + l_reg
+        l_cls = l_r + l_t + l_reg + l_anchor
         l_con = l_unsup + l_sup + l_soft
         total = rec + mask_loss + self.lambda_cls * l_cls + self.lambda_con * l_con
         terms.update(
@@ -412,6 +421,7 @@ class SCDETNetwork(nn.Module):
             unsup=l_unsup,
             sup=l_sup,
             soft=l_soft,
+            anchor=l_anchor,
             n_selected=keep.sum().to(x.dtype),
             loss=total,
         )

@@ -14,7 +14,19 @@ from scipy import sparse
 from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
 
-__all__ = ["DistributionEstimate", "align_clusters", "estimate_distribution", "estimate_n_novel"]
+__all__ = [
+    "DistributionEstimate",
+    "align_clusters",
+    "align_overclusters",
+    "estimate_distribution",
+    "estimate_n_novel",
+]
+
+#: a fine cluster is "unexplained by the reference" below this fraction of the overall reference share
+NOVELTY_THRESHOLD = 0.5
+#: fewest cells per fine cluster of the "novelty" estimate (on average): with 40 cells and a reference share
+#: of 0.3, a cluster of a seen type falls below half that share by chance with probability ~0.03
+MIN_CELLS_PER_FINE_CLUSTER = 40
 
 
 @dataclass
@@ -108,13 +120,104 @@ def align_clusters(
     return slot
 
 
+def align_overclusters(
+    clusters: np.ndarray,
+    centres: np.ndarray,
+    labels: np.ndarray,
+    n_seen: int,
+    n_classes: int,
+    *,
+    novelty_threshold: float = NOVELTY_THRESHOLD,
+    random_state: int = 0,
+) -> np.ndarray:
+    """Map the clusters of an over-clustering to class ids by their share of reference cells.
+
+    A fine cluster whose share of labelled (reference) cells is at least ``novelty_threshold`` x the
+    overall share is *explained* by the reference and goes to the seen type most of its labelled cells
+    carry. The *unexplained* fine clusters (almost only query cells: the reference does not hold their
+    type) are grouped into the ``n_classes - n_seen`` novel slots by size-weighted k-means on their
+    centres; the groups take the slots by decreasing size. When the reference explains every cluster,
+    the novel slots go to the fine clusters with the lowest reference share below the overall share
+    (none when there is no such cluster).
+
+    With ``K`` clusters only (the paper), a novel type that sits next to a seen type shares its cluster
+    and the Hungarian matching hands the whole cluster to the seen type: the novel slots then hold
+    nothing and the novel cells are annotated as seen types. The over-clustering separates them.
+
+    Parameters
+    ----------
+    clusters
+        ``(N,)`` fine-cluster ids in ``0..n_clusters-1``.
+    centres
+        ``(n_clusters, d)`` centres of the fine clusters.
+    labels
+        ``(N,)`` seen-type ids of the labelled cells, ``-1`` for unlabelled cells.
+    n_seen, n_classes
+        Numbers of seen types and of classes ``K``.
+    novelty_threshold
+        Relative reference share below which a fine cluster is unexplained.
+    random_state
+        Seed of the k-means grouping of the unexplained clusters.
+
+    Returns
+    -------
+    ``(n_clusters,)`` class id of every fine cluster (``-1``: none).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scomics_ext.module._scdet_estimate import align_overclusters
+    >>> clusters = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    >>> centres = np.array([[0.0], [1.0], [10.0], [11.0]])
+    >>> labels = np.array([0, -1, 1, -1, -1, -1, -1, -1])
+    >>> align_overclusters(clusters, centres, labels, n_seen=2, n_classes=3).tolist()
+    [0, 1, 2, 2]
+    """
+    clusters = np.asarray(clusters, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int64)
+    centres = np.asarray(centres, dtype=np.float64)
+    n_fine = centres.shape[0]
+    n_novel = n_classes - n_seen
+    sizes = np.bincount(clusters, minlength=n_fine)
+    lab = labels >= 0
+    table = np.zeros((n_fine, n_seen), dtype=np.int64)
+    np.add.at(table, (clusters[lab], labels[lab]), 1)
+    share = table.sum(1) / np.maximum(sizes, 1)
+    overall = lab.mean() if lab.any() else 0.0
+    slot = np.full(n_fine, -1, dtype=np.int64)
+    explained = (share >= novelty_threshold * overall) & (table.sum(1) > 0)
+    slot[explained] = table[explained].argmax(1)
+    if n_novel == 0:
+        slot[~explained & (sizes > 0)] = -1
+        return slot
+    free = np.flatnonzero(~explained & (sizes > 0))
+    if free.size == 0:  # the reference explains everything: the least explained clusters, if any
+        cand = np.flatnonzero((share < overall) & (sizes > 0))
+        free = cand[np.argsort(share[cand], kind="stable")][:n_novel]
+        slot[free] = -1
+    if free.size == 0:
+        return slot
+    if free.size <= n_novel:
+        groups = np.arange(free.size)
+    else:
+        groups = KMeans(n_novel, n_init=3, random_state=random_state).fit_predict(
+            centres[free], sample_weight=sizes[free].astype(np.float64)
+        )
+    g_sizes = np.bincount(groups, weights=sizes[free], minlength=groups.max() + 1)
+    order = np.argsort(-g_sizes, kind="stable")
+    rank = np.empty(order.size, dtype=np.int64)
+    rank[order] = np.arange(order.size)
+    slot[free] = n_seen + rank[groups]
+    return slot
+
+
 def estimate_distribution(
     v: np.ndarray,
     labels: np.ndarray,
     n_seen: int,
     n_classes: int,
     *,
-    method: str = "kmeans-ward",
+    method: str = "novelty",
     init: np.ndarray | None = None,
     random_state: int = 0,
     n_init: int = 3,
@@ -137,6 +240,11 @@ def estimate_distribution(
         ``max(50, 5K)`` clusters whose centres are merged into ``K`` groups by Ward linkage. k-means
         favours clusters of equal size, which flattens a long-tailed ``π``; the merged over-clustering
         follows unequal sizes much better (on the open-world simulator the L1 error of ``π`` halves).
+        ``"novelty"`` (default): the same over-clustering (at most one cluster per 40 cells, at least
+        ``2K``), aligned by ``align_overclusters``: clusters the reference explains go to their
+        seen type, the others are grouped into the novel slots. On the open-world simulator (seeds 0-4)
+        this finds the novel types that the Hungarian alignment of ``K`` clusters hands to a
+        neighbouring seen type.
     init
         Centres of the previous estimate (:attr:`DistributionEstimate.centres`): k-means starts from
         them (one run), which keeps successive estimates consistent while the representation drifts.
@@ -160,23 +268,42 @@ def estimate_distribution(
     >>> est.pi.round(2).tolist()
     [0.3, 0.1, 0.6]
     """
-    if method not in ("kmeans", "kmeans-ward"):
-        raise ValueError(f"`method` must be 'kmeans' or 'kmeans-ward', got {method!r}.")
+    if method not in ("kmeans", "kmeans-ward", "novelty"):
+        raise ValueError(f"`method` must be 'kmeans', 'kmeans-ward' or 'novelty', got {method!r}.")
     v = np.asarray(v, dtype=np.float64)
     n = v.shape[0]
     k = min(n_classes, n)
     n_km = k if method == "kmeans" else min(n, max(50, 5 * n_classes))
+    if method == "novelty":  # a reference share needs enough cells per fine cluster to mean something
+        n_km = int(min(n_km, max(2 * n_classes, n // MIN_CELLS_PER_FINE_CLUSTER)))
     if init is not None and init.shape == (n_km, v.shape[1]):
         km = KMeans(n_km, init=np.asarray(init, dtype=np.float64), n_init=1, random_state=random_state).fit(v)
     else:
         km = KMeans(n_km, n_init=n_init, random_state=random_state).fit(v)
     clusters = km.labels_.astype(np.int64)
+    if method == "novelty":
+        slot_of_fine = align_overclusters(
+            clusters, km.cluster_centers_, labels, n_seen, n_classes, random_state=random_state
+        )
+        return _finish(slot_of_fine, clusters, labels, n_seen, n_classes, km.cluster_centers_)
     if method == "kmeans-ward" and n_km > k:
         from sklearn.cluster import AgglomerativeClustering
 
         merged = AgglomerativeClustering(k, linkage="ward").fit_predict(km.cluster_centers_)
         clusters = merged[clusters].astype(np.int64)
     slot_of_cluster = align_clusters(clusters, labels, n_seen, n_classes)
+    return _finish(slot_of_cluster, clusters, labels, n_seen, n_classes, km.cluster_centers_)
+
+
+def _finish(
+    slot_of_cluster: np.ndarray,
+    clusters: np.ndarray,
+    labels: np.ndarray,
+    n_seen: int,
+    n_classes: int,
+    centres: np.ndarray,
+) -> DistributionEstimate:
+    """``π`` from the class id of every cell's cluster."""
     slot = slot_of_cluster[clusters]
     pi = np.bincount(slot[slot >= 0], minlength=n_classes).astype(np.float64)
     # a seen type without a credible cluster keeps at least its labelled cells; an empty slot one cell
@@ -184,9 +311,7 @@ def estimate_distribution(
     pi[:n_seen] = np.maximum(pi[:n_seen], np.bincount(lab[lab >= 0], minlength=n_seen))
     pi = np.maximum(pi, 1.0)
     pi /= pi.sum()
-    return DistributionEstimate(
-        pi=pi, slot=slot, slot_of_cluster=slot_of_cluster, centres=km.cluster_centers_
-    )
+    return DistributionEstimate(pi=pi, slot=slot, slot_of_cluster=slot_of_cluster, centres=centres)
 
 
 def _knn_graph(X: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:

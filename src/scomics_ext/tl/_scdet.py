@@ -182,6 +182,53 @@ def _preprocess(
     return joint, {"gene_idx": gene_idx}
 
 
+def _estimate_n_novel(joint: AnnData, info: dict[str, Any], n_ref: int, random_state: int) -> dict[str, Any]:
+    """``estimate_n_novel`` on a 50-component PCA of the preprocessed joint object."""
+    from sklearn.decomposition import PCA
+
+    from scomics_ext.module._scdet_estimate import estimate_n_novel
+
+    n_comp = int(min(50, joint.n_vars - 1, joint.n_obs - 1))
+    pcs = PCA(n_comp, random_state=random_state).fit_transform(joint.X)
+    codes = {t: i for i, t in enumerate(info["seen"])}
+    ref_codes = np.full(joint.n_obs, -1, dtype=np.int64)
+    ref_codes[:n_ref] = [-1 if lab is None else codes[lab] for lab in info["labels"]]
+    return estimate_n_novel(pcs, ref_codes, random_state=random_state)
+
+
+def estimated_n_novel(
+    ref: AnnData,
+    query: AnnData,
+    *,
+    labels_key: str,
+    layer: str | None = None,
+    n_top_genes: int = 2000,
+    random_state: int = 0,
+) -> int:
+    """The number of novel types :func:`scdet` would use with ``n_novel=None`` (no training).
+
+    Parameters
+    ----------
+    ref, query, labels_key, layer, n_top_genes, random_state
+        As in :func:`scdet`.
+
+    Returns
+    -------
+    The estimated number of novel types in the query.
+
+    Examples
+    --------
+    >>> import scomics_ext as sx
+    >>> from scomics_ext.tl._scdet import estimated_n_novel
+    >>> ref, query = sx.datasets.open_world(n_cells=600, n_genes=100, n_types=4, n_novel=1, random_state=0)
+    >>> estimated_n_novel(ref, query, labels_key="cell_type") >= 0
+    True
+    """
+    info = _validate(ref, query, labels_key, None, layer, n_top_genes, "scdet")
+    joint, _ = _preprocess(info["mats"], info["counts"], info["n_top_genes"])
+    return int(_estimate_n_novel(joint, info, ref.n_obs, int(random_state))["n_novel"])
+
+
 def scdet(
     ref: AnnData,
     query: AnnData,
@@ -276,7 +323,6 @@ def scdet(
     >>> query.obs["scdet"].value_counts()  # doctest: +SKIP
     """
     from scomics_ext.model._scdet import SCDET
-    from scomics_ext.module._scdet_estimate import estimate_n_novel
 
     t0 = time.perf_counter()
     start = logg.info("running scDET")
@@ -297,14 +343,7 @@ def scdet(
     n_novel = info["n_novel"]
     estimate: dict[str, Any] = {}
     if n_novel is None:
-        from sklearn.decomposition import PCA
-
-        n_comp = int(min(50, joint.n_vars - 1, joint.n_obs - 1))
-        pcs = PCA(n_comp, random_state=random_state).fit_transform(joint.X)
-        codes = {t: i for i, t in enumerate(info["seen"])}
-        ref_codes = np.full(joint.n_obs, -1, dtype=np.int64)
-        ref_codes[:n_ref] = [-1 if lab is None else codes[lab] for lab in info["labels"]]
-        estimate = estimate_n_novel(pcs, ref_codes, random_state=random_state)
+        estimate = _estimate_n_novel(joint, info, n_ref, random_state)
         n_novel = int(estimate["n_novel"])
         logg.info(
             f"    estimated n_novel={n_novel} ({estimate['n_candidates']} query cells unexplained by the reference)"
