@@ -94,24 +94,8 @@ register(
 def _register_tools() -> None:
     from . import _cli_crct, _cli_darlc, _cli_scdet
 
-    register(
-        "crct",
-        "spatial multi-omics clustering (CRCT): domains and rare cell types from RNA/protein/ATAC + coordinates",
-        _cli_crct.add_arguments,
-        _cli_crct.run,
-    )
-    register(
-        "darlc",
-        "cluster genes by their spatial expression pattern (DARLC)",
-        _cli_darlc.add_arguments,
-        _cli_darlc.run,
-    )
-    register(
-        "scdet",
-        "open-world annotation: label query cells with reference types and discover novel types",
-        _cli_scdet.add_arguments,
-        _cli_scdet.run,
-    )
+    for name, mod in (("crct", _cli_crct), ("darlc", _cli_darlc), ("scdet", _cli_scdet)):
+        register(name, mod.HELP, mod.add_arguments, mod.run)
 
 
 _register_tools()

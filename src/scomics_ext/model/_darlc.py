@@ -39,6 +39,7 @@ from scomics_ext.pp import grid_pixels
 
 from ._darlc_data import (
     GeneImages,
+    check_genes_and_grid,
     default_gat_epochs,
     log_normalize,
     positive_views,
@@ -314,18 +315,8 @@ class DARLC(BaseModelClass):
             "with `layer=` (e.g. layer='counts').",
         )
         coords = get_spatial(adata, spatial_key)[:, :2]
-        try:
-            grid_pixels(coords, grid=grid)
-        except ValueError as err:
-            raise ValueError(f"adata.obsm[{spatial_key!r}]: {err}") from None
+        genes = check_genes_and_grid(adata, genes, coords, grid, spatial_key)
         if genes is not None:
-            genes = [genes] if isinstance(genes, str) else [str(g) for g in genes]
-            missing = [g for g in genes if g not in adata.var_names]
-            if missing:
-                raise KeyError(
-                    f"`genes` names {len(missing)} genes not in adata.var_names (first: {missing[:5]}); "
-                    "pass names from adata.var_names."
-                )
             if len(set(genes)) < 2:
                 raise ValueError(f"`genes` must name at least 2 distinct genes, got {len(set(genes))}.")
         elif adata.n_vars < 2:

@@ -330,3 +330,51 @@ def positive_views(
     else:  # pragma: no cover - validated by the model
         raise ValueError(f"method must be 'gat' or 'smooth', got {method!r}")
     return rasterize_columns(sparse.csr_matrix(Xhat, dtype=np.float32), gene_images.pixel, gene_images.shape)
+
+
+def check_genes_and_grid(
+    adata: Any, genes: Any, coords: np.ndarray, grid: str, spatial_key: str
+) -> list[str] | None:
+    """Validate ``genes`` (names in ``adata.var_names``) and that ``coords`` rasterise on ``grid``.
+
+    Parameters
+    ----------
+    adata
+        The spots x genes AnnData.
+    genes
+        A gene name, a sequence of names or ``None``.
+    coords
+        ``(n_spots, 2)`` coordinates.
+    grid
+        Grid kind for :func:`scomics_ext.pp.grid_pixels`.
+    spatial_key
+        Key of the coordinates (for the error message).
+
+    Returns
+    -------
+    The gene names as a list of strings (``None`` when ``genes`` is ``None``).
+
+    Examples
+    --------
+    >>> import scomics_ext as sx
+    >>> from scomics_ext.model._darlc_data import check_genes_and_grid
+    >>> adata = sx.datasets.gene_patterns(n_side=12, n_genes=30, random_state=0)
+    >>> check_genes_and_grid(adata, "gene_0", adata.obsm["spatial"], "auto", "spatial")
+    ['gene_0']
+    """
+    from scomics_ext.pp import grid_pixels
+
+    try:
+        grid_pixels(coords, grid=grid)
+    except ValueError as err:
+        raise ValueError(f"adata.obsm[{spatial_key!r}]: {err}") from None
+    if genes is None:
+        return None
+    genes = [genes] if isinstance(genes, str) else [str(g) for g in genes]
+    missing = [g for g in genes if g not in adata.var_names]
+    if missing:
+        raise KeyError(
+            f"`genes` names {len(missing)} genes not in adata.var_names (first: {missing[:5]}); "
+            "pass names from adata.var_names."
+        )
+    return genes

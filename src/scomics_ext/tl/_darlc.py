@@ -187,8 +187,7 @@ def darlc(
     >>> adata.var["darlc"].value_counts()  # doctest: +SKIP
     """
     from scomics_ext.model._darlc import DARLC
-    from scomics_ext.model._darlc_data import standardize_images
-    from scomics_ext.pp import grid_pixels
+    from scomics_ext.model._darlc_data import check_genes_and_grid, standardize_images
 
     start = logg.info("clustering genes with DARLC")
     # -- validation (nothing is computed or written before this passes) ---------------------------------
@@ -216,18 +215,8 @@ def darlc(
             f"adata.obsm[{spatial_key!r}] has {coords.shape[1]} columns; gene images need 2-D coordinates "
             "(x, y). Pass the 2-D coordinates or `spatial_key=` naming them."
         )
-    try:
-        grid_pixels(coords, grid=grid)
-    except ValueError as err:
-        raise ValueError(f"adata.obsm[{spatial_key!r}]: {err}") from None
+    genes = check_genes_and_grid(adata, genes, coords, grid, spatial_key)
     if genes is not None:
-        genes = [genes] if isinstance(genes, str) else [str(g) for g in genes]
-        missing = [g for g in genes if g not in adata.var_names]
-        if missing:
-            raise KeyError(
-                f"`genes` names {len(missing)} genes not in adata.var_names (first: {missing[:5]}); pass "
-                "names from adata.var_names."
-            )
         candidates = np.unique(adata.var_names.get_indexer(genes))
     else:
         candidates = np.arange(adata.n_vars)
