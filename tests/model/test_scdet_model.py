@@ -10,7 +10,7 @@ import scanpy as sc
 import torch
 
 import scomics_ext as sx
-from scomics_ext.model._scdet import SCDET, default_max_epochs
+from scomics_ext.model._scdet import SCDET, default_epoch_length, default_max_epochs
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -113,3 +113,26 @@ def test_default_max_epochs_adapts_to_size():
     assert default_max_epochs(100) == 500
     assert default_max_epochs(1_000_000) == 50
     assert default_max_epochs(20_000) < default_max_epochs(2_000)
+
+
+def test_default_budget_is_a_fixed_number_of_steps_for_large_data():
+    # up to 30 mini-batches per pass: full passes, as before (small data keep their schedule)
+    assert default_epoch_length(7_680) is None
+    assert default_max_epochs(7_680) == 50
+    # beyond: 50 epochs of 30 mini-batches, 1500 steps whatever the number of cells
+    for n in (10_000, 100_000, 1_000_000):
+        assert default_epoch_length(n) == 30
+        assert default_max_epochs(n) * default_epoch_length(n) == 1500
+
+
+def test_epoch_length_caps_the_batches_of_an_epoch():
+    joint = _joint()
+    model = SCDET(joint, n_novel=2, n_hidden=(32,), n_latent=8, n_proj=8)
+    model.train(
+        max_epochs=3, n_warmup_epochs=1, estimate_every=1, batch_size=64, epoch_length=2, progress_bar=False
+    )
+    assert model.n_steps_ == 6  # 3 epochs x 2 mini-batches (a full pass would be 4)
+    assert len(model.history_["loss_train"]) == 3
+    assert [e["epoch"] for e in model.estimates_] == [1, 2]
+    with pytest.raises(ValueError, match="epoch_length"):
+        model.train(max_epochs=1, epoch_length=0, progress_bar=False)

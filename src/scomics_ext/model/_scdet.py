@@ -31,7 +31,7 @@ from scomics_ext.module._scdet import SCDETNetwork
 
 from ._scdet_plan import COUNTS_KEY, SCDETTrainingPlan, batch_tensors
 
-__all__ = ["SCDET", "default_max_epochs"]
+__all__ = ["SCDET", "default_epoch_length", "default_max_epochs"]
 
 #: obs column with each cell's row number (registered so that batches carry their cells' indices)
 _INDEX_COLUMN = "_scdet_index"
@@ -41,12 +41,34 @@ NOVEL_PREFIX = "novel_"
 _SILENCED = (".*val_dataloader.*", ".*LeafSpec.*", ".*smaller than the logging interval.*", ".*num_workers.*")
 
 
-def default_max_epochs(n_cells: int, batch_size: int = 256, *, n_steps: int = 1500) -> int:
+#: fewest epochs of the default schedule (warm-up, then distribution estimates every 10 epochs)
+MIN_DEFAULT_EPOCHS = 50
+#: gradient steps of the default budget
+DEFAULT_STEPS = 1500
+
+
+def default_max_epochs(n_cells: int, batch_size: int = 256, *, n_steps: int = DEFAULT_STEPS) -> int:
     """Epoch budget adapted to the data size: about ``n_steps`` gradient steps, within ``[50, 500]``.
 
     The paper trains 500 epochs whatever the size; a fixed number of steps keeps small data sets long
-    enough to converge and large ones affordable on CPU. The label-free stopping rule
+    enough to converge and large ones affordable on CPU. Data sets with more than ``n_steps / 50``
+    mini-batches (7,680 cells at the default sizes) train 50 shorter epochs of
+    :func:`default_epoch_length` mini-batches each, so the budget stays at ``n_steps`` steps whatever the
+    number of cells. The label-free stopping rule
     (:class:`~scomics_ext.model._scdet_plan.SCDETTrainingPlan`) usually ends training earlier.
+
+    Parameters
+    ----------
+    n_cells
+        Number of training cells (reference + query).
+    batch_size
+        Cells per mini-batch.
+    n_steps
+        Gradient-step budget.
+
+    Returns
+    -------
+    The number of epochs.
 
     Examples
     --------
@@ -55,7 +77,43 @@ def default_max_epochs(n_cells: int, batch_size: int = 256, *, n_steps: int = 15
     (188, 50)
     """
     steps_per_epoch = max(1, math.ceil(n_cells / max(1, batch_size)))
-    return int(min(500, max(50, round(n_steps / steps_per_epoch))))
+    epoch_length = default_epoch_length(n_cells, batch_size, n_steps=n_steps) or steps_per_epoch
+    return int(min(500, max(MIN_DEFAULT_EPOCHS, round(n_steps / epoch_length))))
+
+
+def default_epoch_length(n_cells: int, batch_size: int = 256, *, n_steps: int = DEFAULT_STEPS) -> int | None:
+    """Mini-batches per epoch of the default schedule: ``None`` (a full pass) or a cap for large data.
+
+    With more than ``n_steps / 50`` mini-batches per pass, 50 full passes would cost more than the
+    ``n_steps`` budget, and the cost of training would grow with the number of cells (at 10^5 cells,
+    50 x 391 steps). An epoch is then ``n_steps // 50`` mini-batches of a fresh random order of all cells
+    (every epoch draws a new permutation, so successive epochs see different cells): the warm-up, the
+    distribution estimates every 10 epochs and the stopping rule keep the lengths in steps they have at
+    7,680 cells, and the training cost is constant in the number of cells.
+
+    Parameters
+    ----------
+    n_cells
+        Number of training cells (reference + query).
+    batch_size
+        Cells per mini-batch.
+    n_steps
+        Gradient-step budget.
+
+    Returns
+    -------
+    ``None`` when a full pass fits (``ceil(n_cells / batch_size) <= n_steps // 50``), else the number of
+    mini-batches of one epoch.
+
+    Examples
+    --------
+    >>> from scomics_ext.model._scdet import default_epoch_length
+    >>> default_epoch_length(2000), default_epoch_length(100_000)
+    (None, 30)
+    """
+    steps_per_epoch = max(1, math.ceil(n_cells / max(1, batch_size)))
+    cap = max(1, n_steps // MIN_DEFAULT_EPOCHS)
+    return None if steps_per_epoch <= cap else int(cap)
 
 
 class SCDET(BaseModelClass):
@@ -148,6 +206,8 @@ class SCDET(BaseModelClass):
         #: one record per distribution estimate (epoch, π, fraction of changed predictions)
         self.estimates_: list[dict] = []
         self.stopped_epoch_: int | None = None
+        #: gradient steps of the last training run
+        self.n_steps_: int | None = None
         self._model_summary_string = (
             f"SCDET: {len(self.seen_types_)} seen + {n_novel} novel classes, likelihood={likelihood}, "
             f"{self.summary_stats.n_vars} genes"
@@ -234,6 +294,7 @@ class SCDET(BaseModelClass):
         first_estimate: Literal["pca", "projection"] = "pca",
         estimate_on: Literal["input", "projection"] = "input",
         anchor: bool = True,
+        epoch_length: int | None = None,
         random_state: int = 0,
         **trainer_kwargs,
     ) -> None:
@@ -242,7 +303,9 @@ class SCDET(BaseModelClass):
         Parameters
         ----------
         max_epochs
-            Epoch budget; ``None``: :func:`default_max_epochs` (about 1500 gradient steps, 50-500 epochs).
+            Epoch budget; ``None``: :func:`default_max_epochs` (about 1500 gradient steps, 50-500 epochs;
+            above 7,680 cells the epochs are :func:`default_epoch_length` mini-batches long, so the budget
+            stays at 1500 steps however many cells there are).
         batch_size
             Cells per mini-batch (reference and query mixed).
         lr
@@ -282,6 +345,10 @@ class SCDET(BaseModelClass):
             novel slot as a pseudo-label (cross-entropy like the reference cells). Without it the novel
             prototypes rely on self-training alone, and the seen classes, trained on labels, absorb the
             novel cells that lie next to a seen type.
+        epoch_length
+            Mini-batches per epoch (each epoch draws a new random order of all cells and stops after this
+            many batches); ``None``: a full pass, or :func:`default_epoch_length` when ``max_epochs`` is
+            ``None`` too. The warm-up, ``estimate_every`` and the stopping rule count these epochs.
         random_state
             Seed of torch, numpy and k-means.
         **trainer_kwargs
@@ -296,6 +363,16 @@ class SCDET(BaseModelClass):
         batch_size = int(min(batch_size, n))
         if max_epochs is None:
             max_epochs = default_max_epochs(n, batch_size)
+            if epoch_length is None:
+                epoch_length = default_epoch_length(n, batch_size)
+        if epoch_length is not None:
+            if (
+                isinstance(epoch_length, bool)
+                or not isinstance(epoch_length, int | np.integer)
+                or epoch_length < 1
+            ):
+                raise ValueError(f"`epoch_length` must be a positive integer or None, got {epoch_length!r}.")
+            trainer_kwargs.setdefault("limit_train_batches", int(epoch_length))
         if n_warmup_epochs is None:
             n_warmup_epochs = int(min(50, max(1, round(0.2 * max_epochs))))
         labels = self._labels()
@@ -336,7 +413,10 @@ class SCDET(BaseModelClass):
         trainer_kwargs.setdefault("enable_checkpointing", False)
         trainer_kwargs.setdefault("logger", None)
         trainer_kwargs.setdefault("log_every_n_steps", 1)
-        start = logg.info(f"training scDET: {n} cells, up to {max_epochs} epochs ({n_warmup_epochs} warm-up)")
+        per_epoch = "" if epoch_length is None else f" of {int(epoch_length)} mini-batches"
+        start = logg.info(
+            f"training scDET: {n} cells, up to {max_epochs} epochs{per_epoch} ({n_warmup_epochs} warm-up)"
+        )
         runner = TrainRunner(
             self,
             training_plan=plan,
@@ -363,6 +443,7 @@ class SCDET(BaseModelClass):
         self.module.eval()
         self.estimates_ = list(self.estimates_) + plan.estimates
         self.stopped_epoch_ = plan.stopped_epoch
+        self.n_steps_ = int(runner.trainer.global_step)
         self._finalise_names()
         logg.info(
             f"    finished after {plan.current_epoch + 1} epochs"
@@ -378,7 +459,7 @@ class SCDET(BaseModelClass):
         X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         X = X.toarray() if sparse.issparse(X) else np.asarray(X)
         n_comps = int(min(n_comps, X.shape[0] - 1, X.shape[1] - 1))
-        return PCA(n_comps, random_state=random_state).fit_transform(X.astype(np.float32))
+        return PCA(n_comps, random_state=random_state).fit_transform(X.astype(np.float32, copy=False))
 
     # -- inference -------------------------------------------------------------------------------
     @torch.no_grad()

@@ -126,6 +126,7 @@ class SCDETTrainingPlan(pl.LightningModule):
         self.estimate_on = estimate_on
         #: (N,) novel-slot pseudo-label of the unexplained unlabelled cells of the first estimate (-1: none)
         self.anchors: np.ndarray | None = None
+        self._anchors_t: torch.Tensor | None = None
         self.n_reseeded = 0
         self.n_estimates = 0
         self.n_stable = 0
@@ -149,7 +150,10 @@ class SCDETTrainingPlan(pl.LightningModule):
         index = args.pop("index")
         anchors = None
         if self.anchors is not None and index is not None:
-            anchors = torch.as_tensor(self.anchors, device=index.device)[index]
+            # one tensor for the run (a conversion per step would copy all N anchors to the device)
+            if self._anchors_t is None or self._anchors_t.device != index.device:
+                self._anchors_t = torch.as_tensor(self.anchors, device=index.device)
+            anchors = self._anchors_t[index]
         terms = self.module.loss(**args, anchors=anchors, warmup=self.in_warmup())
         n = args["x"].shape[0]
         for name in _LOSS_TERMS:
@@ -233,6 +237,7 @@ class SCDETTrainingPlan(pl.LightningModule):
         centres = np.zeros((module.n_classes, h.shape[1]), dtype=np.float64)
         if first and self.anchor and module.n_novel > 0:
             self.anchors = np.where(unl & (est.slot >= module.n_seen), est.slot, -1).astype(np.int64)
+            self._anchors_t = None
         if first and self.init_prototypes:
             for c in range(module.n_classes):
                 rows = self.labels == c if c < module.n_seen else (est.slot == c) & unl

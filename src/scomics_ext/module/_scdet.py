@@ -28,9 +28,13 @@ __all__ = ["GaussianNoise", "SCDETNetwork", "SCDETOutput", "feature_swap"]
 def feature_swap(x: Tensor, p: float, *, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
     """The second view ``x̃``: random feature swapping between cells of the batch.
 
-    In every cell exactly ``round(p · G)`` entries (genes) are chosen at random; each chosen entry takes
-    that gene's value from another cell of the batch (per gene a random derangement of the cells, so the
-    donor is never the cell itself).
+    In every cell exactly ``round(p · G)`` entries (genes) are chosen at random (a uniformly random subset
+    per cell); each chosen entry takes that gene's value from another cell of the batch. The donors of a
+    gene form a derangement of the cells (no cell is its own donor, each cell donates once): the cells
+    are put in one random order per batch and every gene shifts that order cyclically by its own random
+    non-zero offset, so a cell's donor for a gene is uniform over the other cells. Both draws cost
+    ``O(N·G)`` (a partial selection and index arithmetic) instead of sorting ``N·G`` random keys
+    twice, which took ~30 % of a CPU training step on 256 cells x 2000 genes.
 
     Parameters
     ----------
@@ -67,10 +71,13 @@ def feature_swap(x: Tensor, p: float, *, generator: torch.Generator | None = Non
     if n < 2 or k == 0:
         return x.clone(), torch.zeros_like(x)
     kw = {"device": x.device, "generator": generator}
-    chosen = torch.rand(n, g, **kw).argsort(dim=1)[:, :k]
+    chosen = torch.rand(n, g, **kw).topk(k, dim=1, sorted=False).indices  # a random k-subset per cell
     sel = torch.zeros(n, g, dtype=torch.bool, device=x.device).scatter_(1, chosen, True)
-    perm = torch.rand(n, g, **kw).argsort(dim=0)  # per gene, a random order of the cells
-    donor = torch.empty_like(perm).scatter_(0, perm, perm.roll(-1, dims=0))  # cyclic shift: a derangement
+    order = torch.randperm(n, **kw)  # the cells in a random order
+    pos = torch.empty_like(order)
+    pos[order] = torch.arange(n, device=x.device)  # each cell's place in that order
+    shift = torch.randint(1, n, (1, g), **kw)  # per gene a non-zero cyclic shift: a derangement
+    donor = order[(pos[:, None] + shift) % n]
     x_tilde = torch.where(sel, x.gather(0, donor), x)
     mask = (sel & (x_tilde != x)).to(x.dtype)
     return x_tilde, mask

@@ -169,7 +169,7 @@ def _preprocess(
         joint = joint[:, hv].copy()
         gene_idx = gene_idx[hv]
     Xs = joint.X.toarray() if sparse.issparse(joint.X) else np.asarray(joint.X)
-    Xs = Xs.astype(np.float32)
+    Xs = Xs.astype(np.float32, copy=False)  # already float32: no second dense copy
     mean = Xs.mean(0)
     sd = Xs.std(0)
     Xs -= mean
@@ -277,8 +277,10 @@ def scdet(
     random_state
         Seed; the same seed gives the same result on CPU.
     max_epochs
-        Training epochs; ``None`` adapts to the data size (see :func:`~scomics_ext.model._scdet.default_max_epochs`)
-        and training stops earlier once the query predictions are stable.
+        Training epochs (full passes over the cells); ``None`` adapts to the data size: about 1500 gradient
+        steps whatever the number of cells (see :func:`~scomics_ext.model._scdet.default_max_epochs`; above
+        7,680 cells, 50 epochs of 30 mini-batches), and training stops earlier once the query predictions
+        are stable.
     accelerator
         Lightning accelerator (``"auto"``: a GPU when available).
     copy
@@ -303,8 +305,8 @@ def scdet(
         The 128-d latent representation (float32).
     ``query.uns[key_added]``
         ``params``, ``n_novel`` (and whether it was estimated), ``class_distribution`` (estimated ``π`` by
-        class name), ``input`` (``"counts"`` or ``"log-normalised"``), ``n_genes`` and the training
-        ``history``.
+        class name), ``input`` (``"counts"`` or ``"log-normalised"``), ``n_genes``, the training
+        ``history``, ``n_epochs`` and ``n_steps`` (gradient steps).
 
     Raises
     ------
@@ -322,6 +324,8 @@ def scdet(
     >>> sx.tl.scdet(ref, query, labels_key="cell_type", n_novel=3, max_epochs=20)  # doctest: +SKIP
     >>> query.obs["scdet"].value_counts()  # doctest: +SKIP
     """
+    import torch
+
     from scomics_ext.model._scdet import SCDET
 
     t0 = time.perf_counter()
@@ -367,12 +371,14 @@ def scdet(
         random_state=random_state,
     )
 
-    proba = model.predict(soft=True)
-    names = np.asarray(proba.columns, dtype=object)
-    P = proba.to_numpy()
+    # one inference pass for the predictions and the latent (``model.predict`` and
+    # ``model.get_latent_representation`` would each run one)
+    out = model._embed()
+    names = np.asarray(model.class_names, dtype=object)
+    P = torch.softmax(torch.as_tensor(out["logits"]), dim=1).numpy()
     pred = names[P.argmax(1)]
     conf = P.max(1).astype(np.float64)
-    z = model.get_latent_representation()
+    z = out["z"].astype(np.float32)
     q = ~is_ref
     pred_q = pred[q]
     novel_flag = np.array([str(p).startswith("novel_") for p in pred_q], dtype=bool)
@@ -398,6 +404,7 @@ def scdet(
             [np.nan if e["changed"] is None else e["changed"] for e in model.estimates_], dtype=np.float64
         ),
         "n_epochs": int(model.history_["loss_train"].shape[0]) if model.history_ else 0,
+        "n_steps": int(model.n_steps_ or 0),
         "runtime_s": float(time.perf_counter() - t0),
     }
     if estimate:
