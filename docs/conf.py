@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import shutil
 import sys
 from datetime import date
 from pathlib import Path
@@ -126,3 +127,29 @@ def _write_api_pages() -> None:
 
 
 _write_api_pages()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tutorials: the notebooks live (stored executed) in ../tutorials; copies beside docs/tutorials/index.md let
+# myst-nb render them (nothing is executed). The copies are git-ignored.
+def _copy_tutorials() -> None:
+    dest = HERE / "tutorials"
+    candidates = [
+        HERE.parent / "tutorials",
+        # docs copied elsewhere (e.g. the docs test): the checkout of an editable install
+        Path(scomics_ext.__file__).resolve().parents[2] / "tutorials",
+    ]
+    src = next((p for p in candidates if p.is_dir() and any(p.glob("*.ipynb"))), None)
+    if src is None or src.resolve() == dest.resolve():
+        return
+    names = {nb.name for nb in src.glob("*.ipynb")}
+    for old in dest.glob("*.ipynb"):
+        if old.name not in names:
+            old.unlink()
+    for name in sorted(names):
+        target = dest / name
+        if not target.exists() or target.read_bytes() != (src / name).read_bytes():
+            shutil.copyfile(src / name, target)
+
+
+_copy_tutorials()
