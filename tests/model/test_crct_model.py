@@ -72,6 +72,38 @@ def test_history_has_every_term_and_every_term_acts(trained):
     assert trained.is_trained_
 
 
+def test_stable_cluster_start_waits_for_consistent_pseudo_labels(mdata):
+    CRCT.setup_mudata(mdata, modalities={"rna": "rna", "protein": "adt"})
+    model = CRCT(mdata, n_clusters=5, random_state=1, **SMALL)
+    model.train(max_epochs=24, progress_bar=False, cluster_start="stable")
+    start = model.cluster_start_epoch_
+    assert start is not None
+    assert 8 <= start <= 16
+    beta = model.get_loss_history()["beta_cluster"].to_numpy()
+    assert (beta[:start] == 0).all()
+    assert (beta[start:] == 1).all()
+    epochs = [e for e, _ in model.refreshes_]
+    assert epochs[0] == 0
+    assert start in epochs
+    # while waiting (from 1/3 of the run) the labels are refreshed every max_epochs / 12 = 2 epochs
+    waiting = [e for e in epochs if 8 <= e <= start]
+    assert waiting == list(range(8, start + 1, 2))
+    agreement = dict(model.refreshes_)
+    assert start == 16 or agreement[start] >= 0.95  # settled, or the latest start
+    with pytest.raises(ValueError, match="cluster_start"):
+        model.train(max_epochs=2, progress_bar=False, cluster_start="late")
+
+
+def test_fixed_cluster_start_is_one_third_of_the_run(mdata):
+    CRCT.setup_mudata(mdata, modalities={"rna": "rna", "protein": "adt"})
+    model = CRCT(mdata, n_clusters=5, random_state=1, **SMALL)
+    model.train(max_epochs=12, progress_bar=False, cluster_start="fixed")
+    assert model.cluster_start_epoch_ == 4
+    beta = model.get_loss_history()["beta_cluster"].to_numpy()
+    assert (beta[:4] == 0).all()
+    assert (beta[4:] == 1).all()
+
+
 def test_latent_and_predict(trained, mdata):
     z = trained.get_latent_representation()
     assert z.dtype == np.float32

@@ -61,6 +61,9 @@ def test_writes_every_output(result, tmp_path):
     for term in ("loss", "loss_rec", "loss_aug", "loss_graph", "loss_cluster"):
         assert len(uns["history"][term]) == 10
     assert sum(uns["cluster_sizes"].values()) == mdata.n_obs
+    assert uns["cluster_start_epoch"] == model.cluster_start_epoch_
+    assert 3 <= uns["cluster_start_epoch"] <= 7  # between 1/3 and 2/3 of the 10 epochs
+    assert (uns["history"]["beta_cluster"][uns["cluster_start_epoch"] :] == 1).all()
     assert isinstance(model, sx.model.CRCT)
     assert model.is_trained_
     np.testing.assert_array_equal(model.get_latent_representation(), z)

@@ -370,6 +370,15 @@ class CRCTTrainingPlan(pl.LightningModule):
         ``"gmm"`` or ``"kmeans"`` (see :class:`CRCT`).
     aug_preset
         Schedule of ``λ`` (:func:`~scomics_ext.module.aug_weight_schedule`).
+    cluster_start
+        When ``β`` switches on. ``"fixed"``: at 1/3 of the run (the paper's epoch 100 of 300).
+        ``"stable"``: once the embedding has settled, judged without labels - from 1/3 of the run on, the
+        pseudo-labels are refreshed every ``max_epochs / 12`` epochs and ``β`` switches on at the first
+        refresh whose labels agree with the previous refresh's (ARI ≥ ``stable_ari``), at the latest at
+        2/3 of the run. The clustering loss locks in the partition it starts from, so starting it on a
+        still-moving embedding keeps that embedding's errors.
+    stable_ari
+        Agreement of consecutive pseudo-labelings that counts as settled (``cluster_start="stable"``).
     random_state
         Seed of the pseudo-labelling and of the augmentation noise.
 
@@ -401,9 +410,19 @@ class CRCTTrainingPlan(pl.LightningModule):
         refresh_every: int | None = None,
         pseudo_label_method: Literal["gmm", "kmeans"] = "gmm",
         aug_preset: Literal["default", "hln"] = "default",
+        cluster_start: Literal["fixed", "stable"] = "fixed",
+        stable_ari: float = 0.95,
         random_state: int = 0,
     ) -> None:
         super().__init__()
+        if cluster_start not in ("fixed", "stable"):
+            raise ValueError(f"`cluster_start` must be 'fixed' or 'stable', got {cluster_start!r}.")
+        self.cluster_start = cluster_start
+        self.stable_ari = float(stable_ari)
+        #: epoch at which the clustering loss switched on (``None``: not yet / never)
+        self.cluster_start_epoch: int | None = None
+        #: ``(epoch, ARI with the previous refresh)`` of every pseudo-label refresh
+        self.refreshes: list[tuple[int, float | None]] = []
         self.module = module
         self._features = list(features)
         self._graphs = graphs
@@ -431,6 +450,8 @@ class CRCTTrainingPlan(pl.LightningModule):
         self._graphs = self._graphs.to(self.device)
         self._generator = torch.Generator().manual_seed(self.random_state)
         self._has_prototypes = False
+        self.cluster_start_epoch = None
+        self.refreshes = []
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam on the trainable parameters."""
@@ -443,6 +464,23 @@ class CRCTTrainingPlan(pl.LightningModule):
             return max(1, int(self.refresh_every))
         return max(1, round(self.trainer.max_epochs / 6))
 
+    def _cluster_weight(self, p: float) -> float:
+        """``β`` at progress ``p`` (0 before the clustering loss has started)."""
+        if not self.cluster_loss:
+            return 0.0
+        if self.cluster_start == "fixed":
+            return cluster_weight_schedule(p)
+        return 0.0 if self.cluster_start_epoch is None else cluster_weight_schedule(1.0)
+
+    def _is_refresh(self, epoch: int, p: float) -> bool:
+        if not self._has_prototypes:
+            return True
+        if self.cluster_start == "stable" and self.cluster_loss and p >= 1 / 3:
+            if self.cluster_start_epoch is None:  # waiting for the embedding to settle: refresh often
+                return epoch % max(1, round(self.trainer.max_epochs / 12)) == 0
+            return (epoch - self.cluster_start_epoch) % self._refresh_period() == 0
+        return epoch % self._refresh_period() == 0
+
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         """One full-batch step of the CRCT objective; logs every term."""
         epoch, n_epochs = self.current_epoch, max(1, int(self.trainer.max_epochs))
@@ -450,7 +488,8 @@ class CRCTTrainingPlan(pl.LightningModule):
         m = self.module
         out = m(self._features, self._graphs)
         z = out.z
-        if not self._has_prototypes or epoch % self._refresh_period() == 0:
+        if self._is_refresh(epoch, p):
+            previous_labels = m.pseudo_labels.clone() if self._has_prototypes else None
             protos, labels = pseudo_labels(
                 z.detach(),
                 m.n_clusters,
@@ -463,11 +502,27 @@ class CRCTTrainingPlan(pl.LightningModule):
             m.pseudo_labels.copy_(labels)
             m.stats.reset()
             self._has_prototypes = True
+            agreement = None
+            if previous_labels is not None:
+                from sklearn.metrics import adjusted_rand_score
+
+                agreement = float(adjusted_rand_score(previous_labels.cpu().numpy(), labels.cpu().numpy()))
+            self.refreshes.append((int(epoch), agreement))
+            if (
+                self.cluster_start == "stable"
+                and self.cluster_loss
+                and self.cluster_start_epoch is None
+                and p >= 1 / 3
+                and ((agreement is not None and agreement >= self.stable_ari) or p >= 2 / 3)
+            ):
+                self.cluster_start_epoch = int(epoch)
+        if self.cluster_start == "fixed" and self.cluster_start_epoch is None and self._cluster_weight(p) > 0:
+            self.cluster_start_epoch = int(epoch)
         labels = m.pseudo_labels
         m.stats.update(z, labels)
 
         lam = aug_weight_schedule(p, preset=self.aug_preset) if self.augmentation else 0.0
-        beta = cluster_weight_schedule(p) if self.cluster_loss else 0.0
+        beta = self._cluster_weight(p)
         rho = rho_schedule(p, self.rho0) if self.augmentation else 0.0
         l_rec = reconstruction_loss(self._features, out.reconstructions, self.modality_weights)
         z_aug = None

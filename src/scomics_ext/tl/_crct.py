@@ -170,7 +170,8 @@ def crct(
     - ``obsm["X_" + key_added]``: ``(n_obs, n_latent)`` float32 embedding;
     - ``obs[key_added]``: categorical domains with string categories ``"0"``, ``"1"``, ...;
     - ``uns[key_added]``: ``params`` (everything needed to rerun), ``history`` (per-epoch losses: one
-      array per term) and ``cluster_sizes``.
+      array per term), ``cluster_sizes`` and ``cluster_start_epoch`` (epoch at which the clustering loss
+      switched on; -1 if it never did).
 
     Examples
     --------
@@ -256,6 +257,8 @@ def crct(
         "params": _plain(params),
         "history": {col: history[col].to_numpy(dtype=np.float64) for col in history.columns},
         "cluster_sizes": {str(c): int((cats == c).sum()) for c in cats.categories},
+        # epoch the clustering loss switched on (-1: never)
+        "cluster_start_epoch": -1 if model.cluster_start_epoch_ is None else int(model.cluster_start_epoch_),
     }
 
     # ---- write back (the only place data is touched) ---------------------------------------------------
