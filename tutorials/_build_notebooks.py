@@ -634,36 +634,36 @@ NOTEBOOKS = {
 # keeps the stored outputs).
 INTERPRETATION: dict[str, str] = {
     "INTERPRETATION_CRCT_SIM": """
-- **The domains are the planted classes.** CRCT recovers the five classes (ARI 0.946, NMI 0.940): every factor is
-  one domain and holds only its own spots; 25 of the 432 background spots are assigned to a factor domain, mostly
-  at block corners (contingency table).
-- **The markers confirm it.** For each factor domain (0, 2, 3, 4) all 10 top-ranked proteins are features the
-  simulation generated from that factor. The background domain (1) has no markers of its own: its top-ranked
-  proteins are factor-1 and factor-4 features that the dot plot shows far higher in domains 0 and 4 — the
+- **The domains are the planted classes.** CRCT recovers the five classes (ARI 0.959, NMI 0.954): every factor is
+  one domain, 428 of the 432 background spots form their own domain, and the errors are 15 factor-3 / factor-4
+  spots at block edges that join the background (contingency table).
+- **The markers confirm it.** For each factor domain (0, 1, 2, 4) all 10 top-ranked proteins are features the
+  simulation generated from that factor. The background domain (3) has no markers of its own: its top-ranked
+  proteins are factor-4 and factor-1 features that the dot plot shows far higher in domains 1 and 4 — the
   background is defined by the absence of the factor signals.
-- **Against the baseline.** The smoothed-PCA k-means written above reaches the same ARI (0.946) here; in the
-  benchmark (3 seeds, see the [CRCT page](../methods/crct.md)) that baseline is ahead on this dataset (ARI 0.976 vs
-  0.953) and on RNA + protein alone (0.970 vs 0.927), where CRCT equals SpatialGlue (0.923) in less than half its
-  time. This simulation is easy once all three modalities are combined; it checks that the pipeline works rather
-  than showing that CRCT is needed.
+- **Against the baseline.** The smoothed-PCA k-means written above reaches ARI 0.946 here; in the benchmark
+  (3 seeds, see the [CRCT page](../methods/crct.md)) that baseline is slightly ahead on this dataset (ARI 0.976 vs
+  0.959) and on RNA + protein alone (0.970 vs 0.965), where CRCT beats SpatialGlue (0.923) in less time. This
+  simulation is easy once all three modalities are combined; it checks that the pipeline works rather than
+  showing that CRCT is needed.
 - The truth was used only to choose `n_clusters` (= 5) and to score.
 """,
     "INTERPRETATION_CRCT_HLN": """
-- **Scores are low for every method.** CRCT reaches ARI 0.199 / NMI 0.333 against the manual annotation, the
+- **Scores are low for every method.** CRCT reaches ARI 0.197 / NMI 0.328 against the manual annotation, the
   smoothed-PCA baseline 0.148 / 0.297 (benchmark, 3 seeds: 0.192 vs 0.170 ARI). With 31 proteins alone many
   annotated regions are not separable: the annotation was drawn from histology and RNA, and the medulla cords
-  (1,188 spots) are spread over several CRCT domains (0, 1, 9 hold most of them; recall 0.33).
-- **Rare regions: a real but partial gain.** Mean recall of the five regions under 100 spots is 0.247 for CRCT and
-  0.168 for the baseline. The gain is the follicles (60 spots, recall 0.92 vs 0.00): domain 8 (MS4A1 = CD20, CXCR5,
-  PAX5, HLA-DRA: B-cell follicles) holds 55 of them, together with cortex around them. The hilum (23 spots) falls
-  almost entirely (22) into domain 7, but that domain is mostly capsule, so the region-wise recall counts it as
-  missed; the trabeculae (8 spots) and the subcapsular sinus are found by neither method.
-- **What the domains are** (markers above): 6 — T-cell paracortex (CD3E, CCR7, CD8A; 79 % cortex); 8 — B-cell
-  follicles; 5, 9 and 3 — macrophage-rich medulla (CD68, CD163, FCGR3A; mostly medulla sinuses and cords); 4 — the
-  tissue edge (VIM, CEACAM8, ACTA2, ITGAM; 83 % pericapsular adipose tissue); 7 — smooth muscle and vessels (ACTA2,
-  PECAM1; capsule and hilum). The neighbourhood enrichment agrees with this anatomy: the edge domains 4 and 7 are
-  not depleted next to each other (z ≈ 0.8) while most pairs are, the follicle domain 8 sits next to the cortex
-  domain 2 (z = 6.9), and the macrophage-rich domain 5 is depleted next to the T-cell domain 6 (z = −21.7).
+  (1,188 spots) are spread over four CRCT domains (4, 0, 5, 8; recall 0.34).
+- **Rare regions: a real but partial gain.** Mean recall of the five regions under 100 spots is 0.257 for CRCT and
+  0.168 for the baseline. The gain is the follicles (60 spots, recall 0.92 vs 0.00): domain 1 (MS4A1 = CD20, CXCR5,
+  PAX5, CR2: B-cell follicles) holds 55 of them, together with cortex around them. The hilum (23 spots) falls
+  almost entirely (21) into domain 6, but that domain is mostly capsule, so the region-wise recall counts it as
+  missed; the trabeculae (8 spots) are found by neither method, the subcapsular sinus by a quarter of its spots.
+- **What the domains are** (markers above): 2 — T-cell paracortex (CD3E, CCR7, CD8A; 79 % cortex); 1 — B-cell
+  follicles; 0 and 5 — macrophage-rich medulla (CD68, CD163, FCGR3A; mostly medulla sinuses and cords); 3 — the
+  tissue edge (VIM, CEACAM8, ACTA2, ITGAM; 84 % pericapsular adipose tissue); 6 — smooth muscle and vessels (ACTA2,
+  PECAM1; capsule and hilum). The neighbourhood enrichment agrees with this anatomy: the edge domains 3 and 6 are
+  not depleted next to each other (z ≈ 0.7) while most pairs are, the follicle domain 1 sits next to the cortex
+  domain 7 (z = 6.9), and the macrophage-rich domain 0 is depleted next to the T-cell domain 2 (z = −23.4).
 - The annotation was used only to choose `n_clusters` (= 10) and to score. Judge CRCT's domains on this tissue
   by their markers and compare with the simple baseline, as above; with the RNA half (public download) results
   may differ.

@@ -17,7 +17,9 @@ __all__ = [
 ]
 
 #: Default temperature of :func:`prototype_contrastive_loss` for L2-normalised embeddings and prototypes.
-DEFAULT_TAU = 0.5
+#: Chosen for CRCT on four datasets at once (SpatialGlue simulation with 3 and 2 modalities, HLN A1 protein,
+#: the 30 x 30 simulator; 3 seeds; mean ARI 0.730 at 0.1, 0.727 at 0.2, 0.717 at 0.5; PRAGA's 2 scored lower).
+DEFAULT_TAU = 0.1
 
 
 def reconstruction_loss(
