@@ -25,6 +25,7 @@ from scvi.dataloaders import DataSplitter
 from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
+from scomics_ext._docs import inject_docs
 from scomics_ext._settings import settings
 from scomics_ext._utils import quiet_scvi, seed_everything
 from scomics_ext.module._scdet import SCDETNetwork
@@ -47,6 +48,15 @@ MIN_DEFAULT_EPOCHS = 50
 DEFAULT_STEPS = 1500
 
 
+#: the parameters shared by :func:`default_max_epochs` and :func:`default_epoch_length`
+_BUDGET_PARAMS = (
+    "n_cells\n        Number of training cells (reference + query).\n"
+    "    batch_size\n        Cells per mini-batch.\n"
+    "    n_steps\n        Gradient-step budget."
+)
+
+
+@inject_docs(budget_params=_BUDGET_PARAMS)
 def default_max_epochs(n_cells: int, batch_size: int = 256, *, n_steps: int = DEFAULT_STEPS) -> int:
     """Epoch budget adapted to the data size: about ``n_steps`` gradient steps, within ``[50, 500]``.
 
@@ -59,12 +69,7 @@ def default_max_epochs(n_cells: int, batch_size: int = 256, *, n_steps: int = DE
 
     Parameters
     ----------
-    n_cells
-        Number of training cells (reference + query).
-    batch_size
-        Cells per mini-batch.
-    n_steps
-        Gradient-step budget.
+    {budget_params}
 
     Returns
     -------
@@ -81,6 +86,7 @@ def default_max_epochs(n_cells: int, batch_size: int = 256, *, n_steps: int = DE
     return int(min(500, max(MIN_DEFAULT_EPOCHS, round(n_steps / epoch_length))))
 
 
+@inject_docs(budget_params=_BUDGET_PARAMS)
 def default_epoch_length(n_cells: int, batch_size: int = 256, *, n_steps: int = DEFAULT_STEPS) -> int | None:
     """Mini-batches per epoch of the default schedule: ``None`` (a full pass) or a cap for large data.
 
@@ -93,12 +99,7 @@ def default_epoch_length(n_cells: int, batch_size: int = 256, *, n_steps: int = 
 
     Parameters
     ----------
-    n_cells
-        Number of training cells (reference + query).
-    batch_size
-        Cells per mini-batch.
-    n_steps
-        Gradient-step budget.
+    {budget_params}
 
     Returns
     -------
