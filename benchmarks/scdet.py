@@ -23,7 +23,7 @@ Usage::
     python benchmarks/scdet.py                                   # full: 3 datasets x 3 seeds, peers, scaling
     python benchmarks/scdet.py --quick                           # pbmc, 1 seed, 20 epochs, 10^3 scaling
     python benchmarks/scdet.py --datasets cao --seeds 0 1 2 --skip-peers scanvi --no-scaling
-    python benchmarks/scdet.py --datasets --scaling 1000 10000 100000 --threads 2 --out /tmp/scaling.json
+    python benchmarks/scdet.py --datasets --scaling 1000 10000 100000 --out benchmarks/results/scdet_scaling.json
 """
 
 from __future__ import annotations
