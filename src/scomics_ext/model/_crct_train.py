@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from scomics_ext._validation import check_in
 from scomics_ext.module import (
     DEFAULT_RHO0,
     DEFAULT_TAU,
@@ -415,9 +416,7 @@ class CRCTTrainingPlan(pl.LightningModule):
         random_state: int = 0,
     ) -> None:
         super().__init__()
-        if cluster_start not in ("fixed", "stable"):
-            raise ValueError(f"`cluster_start` must be 'fixed' or 'stable', got {cluster_start!r}.")
-        self.cluster_start = cluster_start
+        self.cluster_start = check_in(cluster_start, ("fixed", "stable"), "cluster_start")
         self.stable_ari = float(stable_ari)
         #: epoch at which the clustering loss switched on (``None``: not yet / never)
         self.cluster_start_epoch: int | None = None
@@ -470,14 +469,23 @@ class CRCTTrainingPlan(pl.LightningModule):
             return 0.0
         if self.cluster_start == "fixed":
             return cluster_weight_schedule(p)
-        return 0.0 if self.cluster_start_epoch is None else cluster_weight_schedule(1.0)
+        return 0.0 if self.cluster_start_epoch is None else 1.0
+
+    def _waiting_for_start(self, p: float) -> bool:
+        """``cluster_start="stable"`` between 1/3 of the run and the start: pseudo-labels refresh often."""
+        return (
+            self.cluster_start == "stable"
+            and self.cluster_loss
+            and self.cluster_start_epoch is None
+            and p >= 1 / 3
+        )
 
     def _is_refresh(self, epoch: int, p: float) -> bool:
         if not self._has_prototypes:
             return True
-        if self.cluster_start == "stable" and self.cluster_loss and p >= 1 / 3:
-            if self.cluster_start_epoch is None:  # waiting for the embedding to settle: refresh often
-                return epoch % max(1, round(self.trainer.max_epochs / 12)) == 0
+        if self._waiting_for_start(p):
+            return epoch % max(1, round(self.trainer.max_epochs / 12)) == 0
+        if self.cluster_start == "stable" and self.cluster_start_epoch is not None:
             return (epoch - self.cluster_start_epoch) % self._refresh_period() == 0
         return epoch % self._refresh_period() == 0
 
@@ -508,15 +516,10 @@ class CRCTTrainingPlan(pl.LightningModule):
 
                 agreement = float(adjusted_rand_score(previous_labels.cpu().numpy(), labels.cpu().numpy()))
             self.refreshes.append((int(epoch), agreement))
-            if (
-                self.cluster_start == "stable"
-                and self.cluster_loss
-                and self.cluster_start_epoch is None
-                and p >= 1 / 3
-                and ((agreement is not None and agreement >= self.stable_ari) or p >= 2 / 3)
-            ):
+            settled = agreement is not None and agreement >= self.stable_ari
+            if self._waiting_for_start(p) and (settled or p >= 2 / 3):
                 self.cluster_start_epoch = int(epoch)
-        if self.cluster_start == "fixed" and self.cluster_start_epoch is None and self._cluster_weight(p) > 0:
+        if self.cluster_start_epoch is None and self._cluster_weight(p) > 0:  # the fixed start
             self.cluster_start_epoch = int(epoch)
         labels = m.pseudo_labels
         m.stats.update(z, labels)

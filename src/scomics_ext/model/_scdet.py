@@ -28,6 +28,7 @@ from scvi.train import TrainRunner
 from scomics_ext._docs import inject_docs
 from scomics_ext._settings import settings
 from scomics_ext._utils import quiet_scvi, seed_everything
+from scomics_ext._validation import check_positive_int
 from scomics_ext.module._scdet import SCDETNetwork
 
 from ._scdet_plan import COUNTS_KEY, SCDETTrainingPlan, batch_tensors
@@ -367,13 +368,8 @@ class SCDET(BaseModelClass):
             if epoch_length is None:
                 epoch_length = default_epoch_length(n, batch_size)
         if epoch_length is not None:
-            if (
-                isinstance(epoch_length, bool)
-                or not isinstance(epoch_length, int | np.integer)
-                or epoch_length < 1
-            ):
-                raise ValueError(f"`epoch_length` must be a positive integer or None, got {epoch_length!r}.")
-            trainer_kwargs.setdefault("limit_train_batches", int(epoch_length))
+            epoch_length = check_positive_int(epoch_length, "epoch_length")
+            trainer_kwargs.setdefault("limit_train_batches", epoch_length)
         if n_warmup_epochs is None:
             n_warmup_epochs = int(min(50, max(1, round(0.2 * max_epochs))))
         labels = self._labels()
