@@ -366,12 +366,15 @@ def scaling_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _work_ratios(n_from: int, n_to: int, shape: tuple[int, int] = (78, 64)) -> tuple[float, float]:
     """Scheduled work at ``n_to`` genes over that at ``n_from``: ``(ViT ratio, GAT ratio)``, sorted."""
-    from scomics_ext.model._darlc import CLUSTER_PASSES, WARMUP_PASSES, _plan_epochs
+    from scomics_ext.model._darlc import CLUSTER_PASSES, FULL_VIEW_PASSES, WARMUP_PASSES, _plan_epochs
     from scomics_ext.model._darlc_data import default_gat_epochs
 
     def vit(n: int) -> float:
-        warm, joint = _plan_epochs(n, shape, 32, max_epochs=None, warmup_epochs=None, warmup=True)
-        return n * (warm * WARMUP_PASSES + joint * CLUSTER_PASSES)
+        extra = FULL_VIEW_PASSES  # the default online view is the full image
+        warm, joint = _plan_epochs(
+            n, shape, 32, max_epochs=None, warmup_epochs=None, warmup=True, extra_passes=extra
+        )
+        return n * (warm * (WARMUP_PASSES + extra) + joint * (CLUSTER_PASSES + extra))
 
     spots = shape[0] * shape[1]
     r_vit = vit(n_to) / vit(n_from)

@@ -232,7 +232,15 @@ def test_non_square_and_hex_grids(n_side, grid, shape):
 
 
 @pytest.mark.parametrize(
-    "init", [{"gat_view": False}, {"mixture": "gmm"}, {"warmup": False}, {"scale_free_mixture": False}]
+    "init",
+    [
+        {"gat_view": False},
+        {"mixture": "gmm"},
+        {"warmup": False},
+        {"scale_free_mixture": False},
+        {"contrastive_neighbors": "none", "online_view": "masked"},  # the paper's contrastive branch
+        {"contrastive_neighbors": "exclude"},
+    ],
 )
 def test_ablations_train(init):
     model = _trained(_data(n_genes=20), n_clusters=2, max_epochs=2, **init)
@@ -241,6 +249,57 @@ def test_ablations_train(init):
         assert model.training_summary_["warmup_epochs"] == 0
     if init.get("mixture") == "gmm":
         assert float(model.smm_state_["dof"].min()) >= 1e5
+
+
+def test_contrastive_options_validated():
+    adata = _data(n_genes=12)
+    DARLC.setup_anndata(adata)
+    with pytest.raises(ValueError, match="contrastive_neighbors"):
+        DARLC(adata, n_clusters=2, contrastive_neighbors="all")
+    with pytest.raises(ValueError, match="online_view"):
+        DARLC(adata, n_clusters=2, online_view="half")
+
+
+def test_batch_neighbors_block_and_contrastive_graph():
+    adata = _data(n_genes=20)
+    DARLC.setup_anndata(adata)
+    model = DARLC(adata, n_clusters=2, contrastive_neighbors="positive")
+    flat = model.gene_images.images.reshape(20, -1)[:, model.gene_images.occupied]
+    similarity = seeding_similarity(flat, n_neighbors=15)
+    graph = model._contrastive_graph(model.gene_images.images, similarity)
+    assert graph.shape == (20, 20)
+    assert (graph != graph.T).nnz == 0
+    assert graph.diagonal().sum() == 0
+    assert (
+        DARLC(adata, n_clusters=2, contrastive_neighbors="none")._contrastive_graph(flat, similarity) is None
+    )
+    plan = DARLCTrainingPlan(
+        model.module,
+        images=torch.zeros(20, 12, 12),
+        views=torch.zeros(20, 12, 12),
+        laplacian=similarity_laplacian(similarity),
+        n_clusters=2,
+        warmup_epochs=1,
+        neighbors=graph,
+    )
+    idx = torch.tensor([3, 0, 7, 11])
+    block = plan.batch_neighbors(idx)
+    dense = graph.toarray() > 0
+    np.testing.assert_array_equal(block.numpy(), dense[np.ix_(idx.numpy(), idx.numpy())])
+    plan.neighbors = None
+    assert plan.batch_neighbors(idx) is None
+
+
+def test_full_online_view_costs_epochs_under_the_budget():
+    masked = _plan_epochs(2000, (78, 64), 32, max_epochs=None, warmup_epochs=None, warmup=True)
+    full = _plan_epochs(
+        2000, (78, 64), 32, max_epochs=None, warmup_epochs=None, warmup=True, extra_passes=1.0
+    )
+    assert sum(full) <= sum(masked)
+    small = _plan_epochs(
+        150, (22, 22), 32, max_epochs=None, warmup_epochs=None, warmup=True, extra_passes=1.0
+    )
+    assert small == (250, 30)  # far below the budget: the step targets decide
 
 
 def test_dec_loss_reaches_encoder():

@@ -189,6 +189,61 @@ def test_nt_xent_equals_naive():
     assert z1.grad.abs().sum() > 0
 
 
+def _naive_neighbor_nt_xent(z1, z2, tau, neighbors, mode):
+    z = torch.cat([z1, z2])
+    n = z.shape[0]
+    b = n // 2
+    nb = neighbors | neighbors.T
+    total = torch.zeros((), dtype=z.dtype)
+    for i in range(n):
+        gi = i % b
+        own = i + b if i < b else i - b
+        linked = [k for k in range(n) if k != i and k != own and k % b != gi and bool(nb[gi, k % b])]
+        sims = {k: F.cosine_similarity(z[i], z[k], dim=0) / tau for k in range(n)}
+        others = [k for k in range(n) if k != i and (mode == "positive" or k not in linked)]
+        denom = sum(torch.exp(sims[k]) for k in others)
+        positives = [own] + (linked if mode == "positive" else [])
+        total = total - sum(torch.log(torch.exp(sims[p]) / denom) for p in positives) / len(positives)
+    return total / n
+
+
+@pytest.mark.parametrize("mode", ["positive", "exclude"])
+def test_nt_xent_with_neighbors_equals_naive(mode):
+    g = _gen(5)
+    z1, z2 = (torch.randn(6, 4, generator=g, dtype=torch.float64) for _ in range(2))
+    neighbors = torch.zeros(6, 6, dtype=torch.bool)
+    neighbors[0, 1] = neighbors[2, 4] = neighbors[4, 5] = neighbors[3, 3] = True  # asymmetric + diagonal
+    for tau in (0.5, 0.2):
+        got = nt_xent_loss(z1, z2, tau, neighbors=neighbors, neighbor_mode=mode)
+        torch.testing.assert_close(got, _naive_neighbor_nt_xent(z1, z2, tau, neighbors, mode))
+    # no neighbours at all: the plain loss
+    empty = torch.zeros(6, 6, dtype=torch.bool)
+    torch.testing.assert_close(
+        nt_xent_loss(z1, z2, neighbors=empty, neighbor_mode=mode), nt_xent_loss(z1, z2)
+    )
+
+
+def test_nt_xent_neighbors_stop_repelling_linked_genes():
+    # two genes that share a pattern: the plain loss pushes them apart, the neighbour-aware ones do not
+    z1 = torch.tensor([[1.0, 0.1], [1.0, -0.1], [-1.0, 0.0]], requires_grad=True)
+    z2 = z1.detach().clone()
+    linked = torch.tensor([[0, 1, 0], [1, 0, 0], [0, 0, 0]], dtype=torch.bool)
+
+    def pull(**kw):
+        z1.grad = None
+        nt_xent_loss(z1, z2, 0.5, **kw).backward()
+        # gradient-descent step direction of gene 0's second coordinate (towards gene 1 is negative)
+        return -z1.grad[0, 1].item()
+
+    assert pull() > 0  # plain: gene 0 moves away from gene 1
+    assert pull(neighbors=linked, neighbor_mode="positive") < 0  # drawn together
+    assert abs(pull(neighbors=linked, neighbor_mode="exclude")) < abs(pull())
+    with pytest.raises(ValueError, match="neighbor_mode"):
+        nt_xent_loss(z1, z2, neighbors=linked, neighbor_mode="bogus")
+    with pytest.raises(ValueError, match="shape"):
+        nt_xent_loss(z1, z2, neighbors=linked[:2, :2])
+
+
 def test_uncertainty_weighting():
     awl = UncertaintyWeighting(3)
     losses = [torch.tensor(1.0), torch.tensor(2.0), torch.tensor(4.0)]

@@ -55,6 +55,9 @@ __all__ = ["DARLC"]
 SPATIAL_KEY = "spatial"
 #: neighbours of the seeding gene-gene similarity (top-k positive Pearson correlations)
 SEEDING_NEIGHBORS = 15
+#: graph of the neighbour-aware contrastive loss: top-k neighbours of the positive views and the top-k rule
+CONTRASTIVE_NEIGHBORS = 5
+CONTRASTIVE_GRAPH = "union"
 #: the warm-up aims at this many optimiser steps ...
 WARMUP_STEPS = 1000
 #: ... and the joint stage at this many (both clipped to the epoch ranges below and to the compute budget)
@@ -63,9 +66,11 @@ WARMUP_EPOCH_RANGE = (5, 500)
 CLUSTER_EPOCH_RANGE = (3, 30)
 #: compute budget of the ViT stages, in ``genes x attention_cost x passes`` (≈ 6 min on one busy CPU core)
 COMPUTE_BUDGET = 8e9
-#: full-pass equivalents of one warm-up epoch and one joint epoch, per gene
+#: full-pass equivalents of one warm-up epoch and one joint epoch, per gene (masked online view; the full
+#: online view adds one unmasked pass per step)
 WARMUP_PASSES = 1.5
 CLUSTER_PASSES = 8.0
+FULL_VIEW_PASSES = 1.0
 
 
 def _plan_epochs(
@@ -76,13 +81,17 @@ def _plan_epochs(
     max_epochs: int | None,
     warmup_epochs: int | None,
     warmup: bool,
+    extra_passes: float = 0.0,
 ) -> tuple[int, int]:
-    """``(warm-up epochs, joint epochs)``; see :meth:`DARLC.train` for the rule."""
+    """``(warm-up epochs, joint epochs)``; see :meth:`DARLC.train` for the rule.
+
+    ``extra_passes`` full-pass equivalents are added to every epoch (the full online view).
+    """
     steps = max(1, n_genes // batch_size)
     n_warm = int(np.clip(math.ceil(WARMUP_STEPS / steps), *WARMUP_EPOCH_RANGE)) if warmup else 0
     n_joint = int(np.clip(math.ceil(CLUSTER_STEPS / steps), *CLUSTER_EPOCH_RANGE))
     cost = n_genes * attention_cost(img_size)
-    total = n_warm * WARMUP_PASSES + n_joint * CLUSTER_PASSES
+    total = n_warm * (WARMUP_PASSES + extra_passes) + n_joint * (CLUSTER_PASSES + extra_passes)
     if total * cost > COMPUTE_BUDGET:
         scale = COMPUTE_BUDGET / (total * cost)
         n_warm = max(min(WARMUP_EPOCH_RANGE[0], n_warm), math.floor(n_warm * scale)) if warmup else 0
@@ -149,6 +158,15 @@ class DARLC(BaseModelClass):
         Embedding dimension ``D``.
     momentum
         EMA momentum of the target branch.
+    contrastive_neighbors
+        How the contrastive loss treats genes linked in the seeding similarity graph (top-15 Pearson
+        neighbours of the positive views): ``"none"`` contrasts every other gene as a negative (the paper's
+        instance discrimination), ``"positive"`` counts both views of a linked gene as extra positives,
+        ``"exclude"`` only drops them from the negatives (see Notes).
+    online_view
+        Which pass of the original image the online branch of the contrastive loss embeds: the ``"full"``
+        unmasked image (one extra encoder pass per step) or the ``"masked"`` pass that also serves MIM
+        (cheaper; see Notes).
     max_clusters
         Upper bound of the eigengap search.
     random_state
@@ -211,6 +229,8 @@ class DARLC(BaseModelClass):
         depth: int = 4,
         out_dim: int = 32,
         momentum: float = 0.99,
+        contrastive_neighbors: Literal["none", "positive", "exclude"] = "positive",
+        online_view: Literal["full", "masked"] = "full",
         max_clusters: int = 50,
         random_state: int = 0,
         registry: dict | None = None,
@@ -219,6 +239,8 @@ class DARLC(BaseModelClass):
         check_in(mixture, ("smm", "gmm"), "mixture")
         check_in(head, ("bn_selu", "ln_leakyrelu"), "head")
         check_in(mim_target, ("image", "view"), "mim_target")
+        check_in(contrastive_neighbors, ("none", "positive", "exclude"), "contrastive_neighbors")
+        check_in(online_view, ("full", "masked"), "online_view")
         if not 0.0 <= float(mask_ratio) < 1.0:
             raise ValueError(f"`mask_ratio` must lie in [0, 1), got {mask_ratio}.")
         if not 0.0 <= float(momentum) <= 1.0:
@@ -231,6 +253,7 @@ class DARLC(BaseModelClass):
         self.warmup = bool(warmup)
         self.scale_free_mixture = bool(scale_free_mixture)
         self.momentum = float(momentum)
+        self.contrastive_neighbors = contrastive_neighbors
         self.max_clusters = int(max_clusters)
         self.random_state = int(random_state)
         self.standardize = bool(standardize)
@@ -255,6 +278,7 @@ class DARLC(BaseModelClass):
                 out_dim=out_dim,
                 head=head,
                 mim_target=mim_target,
+                online_view=online_view,
             )
         self._model_summary_string = (
             f"DARLC on {self.n_genes} genes, images {self.image_shape_[0]}x{self.image_shape_[1]} "
@@ -354,6 +378,21 @@ class DARLC(BaseModelClass):
         """Images as the network sees them: z-scored over the tissue pixels (``standardize=True``)."""
         return standardize_images(images, self._data.occupied) if self.standardize else images
 
+    def _contrastive_graph(
+        self, views: np.ndarray, similarity: sparse.csr_matrix
+    ) -> sparse.csr_matrix | None:
+        """Gene graph of the neighbour-aware contrastive loss (``None`` with ``contrastive_neighbors="none"``).
+
+        The seeding similarity itself when its rule matches (:data:`CONTRASTIVE_NEIGHBORS` /
+        :data:`CONTRASTIVE_GRAPH`), otherwise the top-k graph of the positive views with that rule.
+        """
+        if self.contrastive_neighbors == "none":
+            return None
+        if CONTRASTIVE_NEIGHBORS == SEEDING_NEIGHBORS and CONTRASTIVE_GRAPH == "union":
+            return similarity
+        flat = views.reshape(views.shape[0], -1)[:, self._data.occupied]
+        return seeding_similarity(flat, n_neighbors=CONTRASTIVE_NEIGHBORS, mode=CONTRASTIVE_GRAPH)
+
     # -- properties -----------------------------------------------------------------------------------
     @property
     def n_genes(self) -> int:
@@ -450,6 +489,7 @@ class DARLC(BaseModelClass):
             data, coords, method="gat" if self.gat_view else "smooth", epochs=n_gat, seed=seed, device=device
         )
         similarity = seeding_similarity(views.reshape(n, -1)[:, data.occupied], n_neighbors=SEEDING_NEIGHBORS)
+        contrastive_graph = self._contrastive_graph(views, similarity)
         views = self._network_input(views)
         inferred = self.n_clusters_ is None
         eigenvalues = None
@@ -473,6 +513,7 @@ class DARLC(BaseModelClass):
             max_epochs=max_epochs,
             warmup_epochs=warmup_epochs,
             warmup=self.warmup and not continuing,
+            extra_passes=FULL_VIEW_PASSES if self.module.online_view == "full" else 0.0,
         )
         state = self.smm_state_ if continuing and self.smm_state_["means"].shape[0] == k else None
         images_t = torch.as_tensor(self._inputs)
@@ -490,6 +531,8 @@ class DARLC(BaseModelClass):
             seed=seed,
             mixture_state=state,
             scale_free=self.scale_free_mixture,
+            neighbors=contrastive_graph,
+            neighbor_mode="positive" if self.contrastive_neighbors == "none" else self.contrastive_neighbors,
         )
         datamodule = GeneImageDataModule(images_t, views_t, batch_size, seed)
         trainer_kwargs.setdefault("enable_progress_bar", progress_bar)

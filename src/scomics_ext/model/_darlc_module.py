@@ -8,8 +8,10 @@ Pure torch; it never sees AnnData. The pieces come from :mod:`scomics_ext.module
 * The **MIM** loss comes from the masked pass (MAE masking, reconstruction of the masked patches).
 * The **contrastive** branch follows the paper (eq. 8-10): a linear map ``g`` of the pooled tokens, online
   on the original image, target (EMA copy of encoder and ``g``) on the GAT-denoised image, NT-Xent with
-  ``τ = 0.5``. The online pooled tokens come from the *masked* pass by default (``online_view="masked"``),
-  so that one cheap encoder pass serves MIM and CL; see :class:`~scomics_ext.model.DARLC` for the evidence.
+  ``τ = 0.5``. The online pooled tokens come from the *masked* pass (``online_view="masked"``, this class's
+  default: one cheap encoder pass serves MIM and CL) or from an extra *full* pass (``"full"``, the default of
+  :class:`~scomics_ext.model.DARLC`, which also passes the neighbour graph of the contrastive loss; see its
+  Notes for the evidence).
 """
 
 from __future__ import annotations
@@ -201,6 +203,8 @@ class DARLCModule(nn.Module):
         *,
         mask_ratio: float | None = None,
         generator: torch.Generator | None = None,
+        neighbors: Tensor | None = None,
+        neighbor_mode: Literal["positive", "exclude"] = "positive",
     ) -> SSLOutput:
         """MIM and contrastive losses of a batch.
 
@@ -214,6 +218,11 @@ class DARLCModule(nn.Module):
             Override of the ViT's mask ratio.
         generator
             Seeded generator of the masking noise.
+        neighbors
+            Optional ``(B, B)`` boolean matrix of genes known to share a pattern (seeding graph): they are
+            not contrasted as negatives (:func:`~scomics_ext.module.nt_xent_loss`).
+        neighbor_mode
+            How neighbours enter the contrastive loss: ``"positive"`` or ``"exclude"``.
 
         Returns
         -------
@@ -225,7 +234,13 @@ class DARLCModule(nn.Module):
         pooled_masked, mim = self.mim_pass(padded, views, ratio, generator)
         pooled_online = pooled_masked if self.online_view == "masked" else vit.pooled_full(padded)
         z_online = self.online.cl_proj(pooled_online)
-        cl = nt_xent_loss(z_online, self.target_embed(views), self.temperature)
+        cl = nt_xent_loss(
+            z_online,
+            self.target_embed(views),
+            self.temperature,
+            neighbors=neighbors,
+            neighbor_mode=neighbor_mode,
+        )
         return SSLOutput(mim, cl, vit.head(pooled_masked))
 
     def mim_pass(

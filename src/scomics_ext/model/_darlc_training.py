@@ -249,6 +249,12 @@ class DARLCTrainingPlan(pl.LightningModule):
     scale_free
         Fit and evaluate the mixture on the embeddings standardised over all genes
         (:func:`embedding_scaling`, the default) instead of the raw embeddings (ablation).
+    neighbors
+        ``N × N`` sparse gene graph whose edges mark genes that share a pattern (the seeding similarity);
+        the contrastive loss does not push such pairs apart (``neighbor_mode``). ``None``: plain instance
+        discrimination.
+    neighbor_mode
+        ``"positive"`` (neighbours are extra positives) or ``"exclude"`` (dropped from the negatives).
     """
 
     def __init__(
@@ -278,6 +284,8 @@ class DARLCTrainingPlan(pl.LightningModule):
         seed: int = 0,
         mixture_state: dict[str, np.ndarray] | None = None,
         scale_free: bool = True,
+        neighbors: sparse.spmatrix | None = None,
+        neighbor_mode: Literal["positive", "exclude"] = "positive",
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -314,6 +322,8 @@ class DARLCTrainingPlan(pl.LightningModule):
         self._lam = 0.0
         self._logs: dict[str, list[float]] = {}
         self.scale_free = bool(scale_free)
+        self.neighbors = None if neighbors is None else sparse.csr_matrix(neighbors, dtype=bool)
+        self.neighbor_mode = neighbor_mode
         self.shift: np.ndarray | None = None
         self.scale: np.ndarray | None = None
 
@@ -382,7 +392,13 @@ class DARLCTrainingPlan(pl.LightningModule):
         warm = self.joint_epoch() < 0
         module = self.module
         module.set_head_mode(warm)
-        out = module.ssl_forward(images, views, generator=self._gen)
+        out = module.ssl_forward(
+            images,
+            views,
+            generator=self._gen,
+            neighbors=self.batch_neighbors(idx),
+            neighbor_mode=self.neighbor_mode,
+        )
         loss = module.awl(out.mim, out.cl)
         self._log("mim", out.mim.item())
         self._log("contrastive", out.cl.item())
@@ -410,6 +426,14 @@ class DARLCTrainingPlan(pl.LightningModule):
         self._log("stage", 0.0 if self.joint_epoch() < 0 else 1.0)
         metrics = {k: float(np.mean(v)) for k, v in self._logs.items() if len(v)}
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=False, logger=True)
+
+    def batch_neighbors(self, idx: torch.Tensor) -> torch.Tensor | None:
+        """``(B, B)`` boolean block of :attr:`neighbors` for the genes ``idx`` of a batch (``None`` if unset)."""
+        if self.neighbors is None:
+            return None
+        rows = idx.cpu().numpy()
+        block = self.neighbors[rows][:, rows].toarray()
+        return torch.as_tensor(block, device=idx.device)
 
     # -- epoch-level pieces ---------------------------------------------------------------------------
     def _log(self, name: str, value: float) -> None:

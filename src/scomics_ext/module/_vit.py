@@ -613,11 +613,25 @@ def ema_update_(target: nn.Module, online: nn.Module, momentum: float = 0.999) -
             b.copy_(ob[name])
 
 
-def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
-    """NT-Xent (SimCLR InfoNCE) between two views: positives are ``(z1_i, z2_i)``, negatives the other ``2B-2``.
+def nt_xent_loss(
+    z1: Tensor,
+    z2: Tensor,
+    temperature: float = 0.5,
+    *,
+    neighbors: Tensor | None = None,
+    neighbor_mode: Literal["positive", "exclude"] = "positive",
+) -> Tensor:
+    """NT-Xent (SimCLR InfoNCE) between two views, optionally aware of known neighbours.
 
+    Without ``neighbors``: positives are ``(z1_i, z2_i)``, negatives the other ``2B-2``, and
     ``ℓ_i = -log[exp(s_{i,i⁺}/τ) / Σ_{k≠i} exp(s_ik/τ)]`` over the ``2B`` stacked, L2-normalised
     embeddings, averaged over all ``2B`` anchors.
+
+    With ``neighbors`` (a ``B × B`` boolean matrix, e.g. genes linked in a similarity graph), both views of
+    a neighbour ``j`` of ``i`` stop being negatives of ``i``: ``"exclude"`` drops them from the denominator
+    (false-negative elimination), ``"positive"`` makes them positives too, averaging ``-log`` of each
+    positive's share over the positive set ``P(i)`` (supervised-contrastive form, Khosla et al. 2020).
+    Instance discrimination alone pushes apart genes that share one spatial pattern; either mode stops that.
 
     Parameters
     ----------
@@ -627,6 +641,10 @@ def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
         Embeddings of view 2 (e.g. target branch, denoised images), ``(B, D)``.
     temperature
         ``τ`` (DARLC: 0.5).
+    neighbors
+        Optional ``(B, B)`` boolean neighbour matrix (its diagonal is ignored; it is symmetrised).
+    neighbor_mode
+        ``"positive"`` or ``"exclude"`` (see above).
 
     Returns
     -------
@@ -639,15 +657,35 @@ def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
     >>> z = torch.eye(4)
     >>> bool(nt_xent_loss(z, z) < nt_xent_loss(z, z.roll(1, 0)))
     True
+    >>> pairs = torch.tensor([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]], dtype=torch.bool)
+    >>> z = torch.tensor([[1.0, 0], [1, 0], [0, 1], [0, 1]])  # neighbours share an embedding
+    >>> bool(nt_xent_loss(z, z, neighbors=pairs) < nt_xent_loss(z, z))
+    True
     """
     if z1.shape != z2.shape or z1.ndim != 2:
         raise ValueError(f"z1 and z2 must both have shape (B, D), got {tuple(z1.shape)}, {tuple(z2.shape)}")
     b = z1.shape[0]
     z = F.normalize(torch.cat([z1, z2], dim=0), dim=1)
     sim = (z @ z.T) / temperature
-    sim = sim.masked_fill(torch.eye(2 * b, dtype=torch.bool, device=z.device), float("-inf"))
+    self_mask = torch.eye(2 * b, dtype=torch.bool, device=z.device)
+    sim = sim.masked_fill(self_mask, float("-inf"))
     targets = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
-    return F.cross_entropy(sim, targets)
+    if neighbors is None:
+        return F.cross_entropy(sim, targets)
+    if neighbor_mode not in ("positive", "exclude"):
+        raise ValueError(f"neighbor_mode must be 'positive' or 'exclude', got {neighbor_mode!r}")
+    if tuple(neighbors.shape) != (b, b):
+        raise ValueError(f"neighbors must have shape ({b}, {b}), got {tuple(neighbors.shape)}")
+    nb = neighbors.to(device=z.device, dtype=torch.bool)
+    nb = (nb | nb.T) & ~torch.eye(b, dtype=torch.bool, device=z.device)
+    nb2 = nb.repeat(2, 2)  # both views of a neighbour
+    own = F.one_hot(targets, 2 * b).to(torch.bool)
+    if neighbor_mode == "exclude":
+        return F.cross_entropy(sim.masked_fill(nb2, float("-inf")), targets)
+    log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    positives = own | nb2
+    log_prob = log_prob.masked_fill(~positives, 0.0)
+    return -(log_prob.sum(dim=1) / positives.sum(dim=1)).mean()
 
 
 class UncertaintyWeighting(nn.Module):
