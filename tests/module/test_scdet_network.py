@@ -192,3 +192,14 @@ def test_connectivity_groups_keep_an_elongated_type_whole():
     assert adjusted_rand_score(truth, kmeans_groups[clusters]) < 0.8
     # fewer clusters than groups: one group each
     assert connectivity_groups(X, clusters, np.array([3, 5]), 3).tolist() == [0, 1]
+
+
+def test_distribution_splits_a_seen_cluster_by_its_reference_labels():
+    from scomics_ext.module._scdet_estimate import _finish
+
+    # cluster 0 (4 cells) goes to seen type 0 but a third of its labelled cells are type 1; cluster 1 is novel
+    clusters = np.array([0, 0, 0, 0, 1, 1])
+    labels = np.array([0, 0, 1, -1, -1, -1])
+    est = _finish(np.array([0, 2]), clusters, labels, n_seen=2, n_classes=3, centres=np.zeros((2, 1)))
+    assert np.allclose(est.pi, np.array([8 / 3, 4 / 3, 2]) / 6)
+    assert est.slot.tolist() == [0, 0, 0, 0, 2, 2]
