@@ -694,8 +694,8 @@ INTERPRETATION: dict[str, str] = {
 """,
     "INTERPRETATION_SCDET": """
 - **Accuracy.** Seen 0.974, novel 0.837, overall 0.943 on this split. The benchmark (3 seeds, true number of
-  novel types given; see the [scDET page](../methods/scdet.md)) has scDET at 0.838 ± 0.079 overall against
-  0.451 for scANVI + a confidence threshold; this run uses the same split as the benchmark's seed 0 but lets scDET
+  novel types given; see the [scDET page](../methods/scdet.md)) has scDET at 0.946 ± 0.017 overall against
+  0.453 for scANVI + a confidence threshold; this run uses the same split as the benchmark's seed 0 but lets scDET
   estimate the number of novel types.
 - **The number of novel types** was estimated at 6 (true 7): the small types do not get a cluster of their own.
 - **What the novel clusters are** (marker genes and the known-marker dot plot, which use no labels):

@@ -10,6 +10,7 @@ from scomics_ext.module._scdet import GaussianNoise, SCDETNetwork, feature_swap
 from scomics_ext.module._scdet_estimate import (
     align_clusters,
     align_overclusters,
+    connectivity_groups,
     estimate_distribution,
     estimate_n_novel,
 )
@@ -165,3 +166,40 @@ def test_estimate_n_novel_on_planted_blobs():
     # no novel type: nothing unexplained
     keep = truth < 3
     assert estimate_n_novel(X[keep], labels[keep], random_state=0)["n_novel"] == 0
+
+
+def test_connectivity_groups_keep_an_elongated_type_whole():
+    # novel type 0: a long line of 600 cells (many fine clusters); types 1, 2: small compact blobs close to
+    # each other. Size-weighted k-means on the fine-cluster centres cuts the line and merges the blobs;
+    # grouping by kNN connectivity recovers the three types.
+    rng = np.random.default_rng(0)
+    line = np.c_[np.linspace(0, 60, 600), rng.normal(0, 0.3, 600)]
+    blobs = [rng.normal(c, 0.5, size=(80, 2)) for c in ([30.0, 12.0], [34.0, 12.0])]
+    X = np.concatenate([line, *blobs])
+    truth = np.repeat([0, 1, 2], [600, 80, 80])
+    from sklearn.cluster import KMeans
+
+    km = KMeans(20, n_init=3, random_state=0).fit(X)
+    clusters = km.labels_
+    groups = connectivity_groups(X, clusters, np.arange(20), 3)
+    cell_group = groups[clusters]
+    from sklearn.metrics import adjusted_rand_score
+
+    assert adjusted_rand_score(truth, cell_group) > 0.95
+    kmeans_groups = KMeans(3, n_init=3, random_state=0).fit_predict(
+        km.cluster_centers_, sample_weight=np.bincount(clusters).astype(float)
+    )
+    assert adjusted_rand_score(truth, kmeans_groups[clusters]) < 0.8
+    # fewer clusters than groups: one group each
+    assert connectivity_groups(X, clusters, np.array([3, 5]), 3).tolist() == [0, 1]
+
+
+def test_distribution_splits_a_seen_cluster_by_its_reference_labels():
+    from scomics_ext.module._scdet_estimate import _finish
+
+    # cluster 0 (4 cells) goes to seen type 0 but a third of its labelled cells are type 1; cluster 1 is novel
+    clusters = np.array([0, 0, 0, 0, 1, 1])
+    labels = np.array([0, 0, 1, -1, -1, -1])
+    est = _finish(np.array([0, 2]), clusters, labels, n_seen=2, n_classes=3, centres=np.zeros((2, 1)))
+    assert np.allclose(est.pi, np.array([8 / 3, 4 / 3, 2]) / 6)
+    assert est.slot.tolist() == [0, 0, 0, 0, 2, 2]
