@@ -222,6 +222,7 @@ def evaluate_one(adata, genes, seed, args, *, k=None, truth=None, families=False
             ("ablation_gmm", {"mixture": "gmm"}),
             ("ablation_no_warmup", {"warmup": False}),
             ("ablation_raw_mixture_space", {"scale_free_mixture": False}),
+            ("ablation_paper_contrastive", {"contrastive_neighbors": "none", "online_view": "masked"}),
         ):
             lab, s, m = measure(run_ablation, adata, genes, k_used, seed, args.max_epochs, **kw)
             found[name] = (lab, s, m)

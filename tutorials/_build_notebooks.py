@@ -674,21 +674,21 @@ INTERPRETATION: dict[str, str] = {
   may differ.
 """,
     "INTERPRETATION_DARLC": """
-- **Three patterns, inferred.** The eigengap picked 3 clusters (as in the benchmark runs on this section). They
-  follow the layers of the bulb:
-  - *cluster 0* (1,119 genes), high in the interior of both halves — the granule cell layer and the neuronal core:
-    typical members Pcp4, Gad1, Vamp2, Ncdn, Synpr; the granule-layer marker Penk is here (but so is the mitral
-    marker Cdhr1, so this cluster is broad rather than one layer);
-  - *cluster 1* (530 genes), the outer rim of each half of the section — olfactory nerve and glomerular layers: Kctd12, S100a5, Omp and all
-    three olfactory-neuron genes found, with glial genes (Fabp7, Apod);
-  - *cluster 2* (351 genes), a ring between core and rim — mitral cell / external plexiform layer: Doc2g, Cck,
-    Gabra1, Eomes, Kcna2.
+- **Three patterns, inferred.** The eigengap picked 3 clusters (the benchmark, with its own selection of 2,000
+  genes, finds 3 to 5 depending on the seed). They follow the layers of the bulb:
+  - *cluster 0* (1,094 genes), high over the interior of both halves — the granule cell layer and the neuronal
+    core: typical members Pcp4, Vamp2, Gad1, Ncdn, Synpr; the granule-layer marker Penk is here, and so are the
+    mitral markers Cdhr1 and Doc2g, so this cluster is broad rather than one layer;
+  - *cluster 1* (539 genes), the outer rim of each half of the section — olfactory nerve and glomerular layers:
+    Kctd12, S100a5, Omp and all three olfactory-neuron genes found, with glial genes (Fabp7, Apod);
+  - *cluster 2* (367 genes), low in the core and high on a ring towards the rim and along the midline between the
+    halves: Cck, Eomes and Kcna2 (mitral / external plexiform neurons) with the astrocyte genes Kcnj10 and Aqp4.
 - **Gene families.** Ribosomal protein genes that pass the spatial-variability filter fall almost all in cluster 0
   (5 of 6): they follow cell density rather than a cell type.
-- **Against the baseline.** DARLC's clusters are *less* coherent by pattern (DBIP 2.08 vs 1.80 for k-means on
-  PCA of the scaled genes) and more compact in Euclidean terms (DBIE 3.84 vs 5.32). The benchmark (3 seeds, see the
-  [DARLC page](../methods/darlc.md)) shows the same: the simple baseline is ahead on DBIP. Use DARLC's modules with
-  that comparison in hand.
+- **Against the baseline.** DARLC's clusters are *less* coherent by pattern (DBIP 2.17 vs 1.80 for k-means on
+  PCA of the scaled genes) and more compact in Euclidean terms (DBIE 3.61 vs 5.32). The benchmark (3 seeds, see the
+  [DARLC page](../methods/darlc.md)) shows the same: the simple baselines are ahead on DBIP. Use DARLC's modules
+  with that comparison in hand.
 - Three clusters are coarse for a five-layer tissue; `n_clusters=5` asks for finer patterns (not shown). No gene
   labels exist here, so nothing was tuned on a truth.
 """,

@@ -56,8 +56,8 @@ SPATIAL_KEY = "spatial"
 #: neighbours of the seeding gene-gene similarity (top-k positive Pearson correlations)
 SEEDING_NEIGHBORS = 15
 #: graph of the neighbour-aware contrastive loss: top-k neighbours of the positive views and the top-k rule
-CONTRASTIVE_NEIGHBORS = 5
-CONTRASTIVE_GRAPH = "union"
+CONTRASTIVE_NEIGHBORS = 15
+CONTRASTIVE_GRAPH = "mutual"
 #: the warm-up aims at this many optimiser steps ...
 WARMUP_STEPS = 1000
 #: ... and the joint stage at this many (both clipped to the epoch ranges below and to the compute budget)
@@ -159,8 +159,8 @@ class DARLC(BaseModelClass):
     momentum
         EMA momentum of the target branch.
     contrastive_neighbors
-        How the contrastive loss treats genes linked in the seeding similarity graph (top-15 Pearson
-        neighbours of the positive views): ``"none"`` contrasts every other gene as a negative (the paper's
+        How the contrastive loss treats genes linked in a gene graph of the positive views (mutual top-15
+        Pearson neighbours): ``"none"`` contrasts every other gene as a negative (the paper's
         instance discrimination), ``"positive"`` counts both views of a linked gene as extra positives,
         ``"exclude"`` only drops them from the negatives (see Notes).
     online_view
@@ -186,15 +186,46 @@ class DARLC(BaseModelClass):
     three clusters used, NMI 0.22; at the simulator's default noise (0.3, dropout 0.1) both give NMI
     0.71. ``benchmarks/darlc.py --ablations`` reports the comparison (``ablation_raw_mixture_space``).
 
+    **Neighbour-aware contrastive loss on the full image (a general fix; new defaults).** The paper's
+    contrastive branch is instance discrimination: every other gene of the batch is a negative, including
+    the genes that share the same spatial pattern, which it therefore pushes apart. On ``gene_patterns``
+    (20 x 20, 120 genes, 4 patterns, (noise, dropout) = (0.3, 0.1), seeds 0-2) k-means on the standardised
+    GAT views scored NMI 0.965 while DARLC's final embedding reached 0.877: the views carry the pattern, the
+    ViT lost it. With ``contrastive_neighbors="positive"`` both views of a gene's neighbours in a top-k
+    Pearson graph of the positive views are extra positives (supervised-contrastive form, no labels), and
+    with ``online_view="full"`` the online branch embeds the unmasked image (one extra encoder pass; the
+    compute-budgeted schedule accounts for it). Mean NMI over seeds 0-2 at (noise, dropout) = (0.1, 0) /
+    (0.3, 0.1) / (1, 0.3) / (2, 0.5):
+
+    ==========================================  =====  =====  =====  =====
+    contrastive branch                          low    dflt   high   v.high
+    ==========================================  =====  =====  =====  =====
+    paper (none, masked view)                   0.901  0.877  0.639  0.107
+    exclude neighbours, masked                  0.904  0.877  0.616  0.126
+    neighbours positive (k=15), masked          0.902  0.879  0.755  0.214
+    none, full view                             --     0.763  0.200  --
+    exclude, full                               --     0.796  0.367  --
+    positive k=15 union, full                   0.965  0.967  0.841  0.188
+    positive k=5 union, full                    0.949  0.963  0.741  0.179
+    positive k=15 mutual, full (default)        0.921  0.933  0.721  0.332
+    ==========================================  =====  =====  =====  =====
+
+    The two pieces only work together. The graph was chosen once with a rule fixed beforehand: best mean
+    simulation NMI over the default and high levels among the variants whose mean DBIP on the two real
+    tissues (MOB, melanoma; top 2,000 spatially variable genes, eigengap ``K``) is not above the paper
+    branch's. The k=15 union graph, best on the simulation, failed it already on seed 0 (melanoma / MOB
+    3.92 / 6.95 against 2.68 / 5.65: on real tissue many genes have no pattern, and their 15 nearest genes
+    are arbitrary). Over seeds 0-2 the paper branch has 5.29 / 3.21 (MOB / melanoma), k=5 union 5.10 /
+    3.99 (fails), k=15 mutual 4.48 / 3.37 (passes; the default).
+
     **Standing against simple peers (not yet met; recorded as evidence).** ``benchmarks/darlc.py``, CPU,
     3 seeds, every method given the same ``K``: on ``gene_patterns`` (20 x 20, 120 genes, 4 patterns)
-    DARLC's NMI was 0.89 / 0.88 / 0.62 / 0.23 at (noise, dropout) = (0.1, 0) / (0.3, 0.1) / (1, 0.3) /
-    (2, 0.5), against 0.95 / 0.95 / 0.76 / 0.20 for k-means on PCA(20) of the transposed expression and
-    0.91 / 0.84 / 0.49 / 0.55 for Hotspot modules; on the ST mouse olfactory bulb and melanoma (top 2,000
-    spatially variable genes, eigengap ``K`` = 2-3) its mean DBIP, 2.48 / 2.21, was higher (worse) than
-    that of PCA k-means (1.73 / 1.73) and Hotspot (1.92 / 1.66). The embeddings after the warm-up already separate the
-    planted patterns less well than the images themselves (k-means on them: NMI 0.65 vs 0.84 on 60 genes,
-    3 patterns), so the representation stage, not the mixture, is where the gap lies.
+    DARLC's NMI is 0.92 / 0.93 / 0.72 / 0.33 at the four levels above, against 0.95 / 0.95 / 0.76 / 0.20
+    for k-means on PCA(20) of the transposed expression, 0.96 / 0.93 / 0.36 / 0.08 for k-means on the
+    images and 0.91 / 0.84 / 0.49 / 0.55 for Hotspot modules. On the ST mouse olfactory bulb and melanoma
+    (top 2,000 spatially variable genes, eigengap ``K`` 3-5, which varies with the seed through the GAT
+    views) its mean DBIP, 4.48 / 3.37, is higher (worse) than that of Hotspot (2.68 / 1.98) and PCA
+    k-means (3.98 / 2.09).
 
     Examples
     --------

@@ -659,7 +659,7 @@ def nt_xent_loss(
     True
     >>> pairs = torch.tensor([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]], dtype=torch.bool)
     >>> z = torch.tensor([[1.0, 0], [1, 0], [0, 1], [0, 1]])  # neighbours share an embedding
-    >>> bool(nt_xent_loss(z, z, neighbors=pairs) < nt_xent_loss(z, z))
+    >>> bool(nt_xent_loss(z, z, neighbors=pairs, neighbor_mode="exclude") < nt_xent_loss(z, z))
     True
     """
     if z1.shape != z2.shape or z1.ndim != 2:
