@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key-added", default="crct", help="name of the outputs (default: crct)")
     parser.add_argument("--max-epochs", type=int, default=None, help="training epochs (default: adaptive)")
     parser.add_argument(
-        "--method", choices=["gmm", "kmeans", "leiden"], default="gmm", help="final clustering"
+        "--method", choices=["gmm", "kmeans", "leiden"], default="leiden", help="final clustering"
     )
     parser.add_argument("--seed", type=int, default=0, help="random_state (default: 0)")
     parser.add_argument("--accelerator", default="auto", help="Lightning accelerator (default: auto)")

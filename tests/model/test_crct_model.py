@@ -206,3 +206,61 @@ def test_history_frame_is_plain(trained):
     table = trained.get_loss_history()
     assert isinstance(table, pd.DataFrame)
     assert table.dtypes.map(lambda d: d == np.float64).all()
+
+
+def test_default_final_clustering_is_leiden(trained):
+    np.testing.assert_array_equal(trained.predict(), trained.predict(method="leiden"))
+
+
+class _LearningRates(Callback):
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def test_cosine_learning_rate_schedule(mdata):
+    CRCT.setup_mudata(mdata, modalities={"rna": "rna", "protein": "adt"})
+    model = CRCT(mdata, n_clusters=5, random_state=1, **SMALL)
+    seen = _LearningRates()
+    model.train(max_epochs=10, lr=1e-2, progress_bar=False, lr_schedule="cosine", callbacks=[seen])
+    lrs = np.array(seen.lrs)
+    assert lrs[0] == pytest.approx(1e-2)
+    assert (np.diff(lrs) < 0).all()
+    assert lrs[-1] == pytest.approx(1e-2 * (1 + np.cos(np.pi * 9 / 10)) / 2)
+    constant = _LearningRates()
+    model.train(max_epochs=4, lr=1e-2, progress_bar=False, callbacks=[constant])
+    assert constant.lrs == [pytest.approx(1e-2)] * 4
+    with pytest.raises(ValueError, match="lr_schedule"):
+        model.train(max_epochs=2, progress_bar=False, lr_schedule="step")
+
+
+def test_leiden_pseudo_labels_and_gmm_fallback(monkeypatch, mdata):
+    CRCT.setup_mudata(mdata, modalities={"rna": "rna", "protein": "adt"})
+    with pytest.raises(ValueError, match="pseudo_labels"):
+        CRCT(mdata, 3, pseudo_labels="spectral", **SMALL)  # type: ignore[arg-type]
+    model = CRCT(mdata, n_clusters=5, random_state=1, pseudo_labels="leiden", **SMALL)
+    model.train(max_epochs=6, progress_bar=False)
+    assert np.unique(model.module.pseudo_labels.numpy()).size == 5
+
+    from scomics_ext.model import _crct_train
+
+    rng = np.random.default_rng(0)
+    centres = np.eye(3, 6) * 6
+    z = torch.as_tensor(np.concatenate([rng.normal(c, 0.3, (40, 6)) for c in centres]), dtype=torch.float32)
+    truth = np.repeat(np.arange(3), 40)
+    _, labels = _crct_train.pseudo_labels(z, 3, method="leiden", previous=None, random_state=0, n_init=2)
+    assert sx.metrics.clustering_scores(truth, labels.numpy())["ari"] == pytest.approx(1.0)
+    # Leiden without exactly K communities -> the GMM's labels, still K of them
+    real = _crct_train.cluster_embedding
+    calls = []
+
+    def fake(x, k, *, method="gmm", **kw):
+        calls.append(method)
+        return np.zeros(len(x), dtype=np.int64) if method == "leiden" else real(x, k, method=method, **kw)
+
+    monkeypatch.setattr(_crct_train, "cluster_embedding", fake)
+    _, labels = _crct_train.pseudo_labels(z, 3, method="leiden", previous=None, random_state=0, n_init=2)
+    assert calls == ["leiden", "gmm"]
+    assert np.unique(labels.numpy()).size == 3

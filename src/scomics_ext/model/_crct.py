@@ -163,8 +163,11 @@ class CRCT(BaseModelClass):
         ``norm(A^S + A^F_m)``, the "no graph learning" ablation).
     pseudo_labels
         How pseudo-labels and prototypes are computed from ``Z`` at each refresh: ``"gmm"`` (the same
-        tied-covariance Gaussian mixture on PCA of the L2-normalised ``Z`` as the final clustering;
-        prototypes are class means) or ``"kmeans"`` (k-means on the L2-normalised ``Z``, as the paper).
+        tied-covariance Gaussian mixture on PCA of the L2-normalised ``Z`` as ``predict(method="gmm")``;
+        prototypes are class means), ``"kmeans"`` (k-means on the L2-normalised ``Z``, as the paper) or
+        ``"leiden"`` (as ``predict(method="leiden")``; a refresh where no resolution gives exactly
+        ``n_clusters`` communities falls back to the GMM). Leiden pseudo-labels did not beat the GMM's
+        on the simulator (30x30: mean ARI 0.752 against 0.777, 3 seeds).
     modality_weights
         Weights ``w_m`` of the modalities in the reconstruction losses (default all 1).
     tau
@@ -259,7 +262,7 @@ class CRCT(BaseModelClass):
         augmentation: bool = True,
         cluster_loss: bool = True,
         learn_graph: bool = True,
-        pseudo_labels: Literal["gmm", "kmeans"] = "gmm",
+        pseudo_labels: Literal["gmm", "kmeans", "leiden"] = "gmm",
         modality_weights: Sequence[float] | None = None,
         tau: float = DEFAULT_TAU,
         rho0: float = DEFAULT_RHO0,
@@ -280,7 +283,7 @@ class CRCT(BaseModelClass):
             n_comps = check_positive_int(n_comps, "n_comps", minimum=2)
         check_in(feature_scaling, ("standardize", "rms"), "feature_scaling")
         check_in(fusion_activation, ("none", "relu", "elu", "gelu", "tanh"), "fusion_activation")
-        check_in(pseudo_labels, ("gmm", "kmeans"), "pseudo_labels")
+        check_in(pseudo_labels, ("gmm", "kmeans", "leiden"), "pseudo_labels")
         for flag, name in ((augmentation, "augmentation"), (cluster_loss, "cluster_loss"), (learn_graph, "learn_graph"), (preprocess, "preprocess")):  # fmt: skip
             if not isinstance(flag, bool | np.bool_):
                 raise TypeError(f"`{name}` must be a bool, got {type(flag).__name__}.")
@@ -557,6 +560,7 @@ class CRCT(BaseModelClass):
         refresh_every: int | None = None,
         aug_schedule: Literal["default", "hln"] = "default",
         cluster_start: Literal["fixed", "stable"] = "stable",
+        lr_schedule: Literal["constant", "cosine"] = "constant",
         **trainer_kwargs: Any,
     ) -> None:
         """Train full batch with Lightning (one optimiser step per epoch).
@@ -588,6 +592,9 @@ class CRCT(BaseModelClass):
             Seed of the pseudo-labelling and of the augmentation noise (default: the model's).
         refresh_every
             Epochs between pseudo-label refreshes; ``None``: ``max_epochs / 6``.
+        lr_schedule
+            ``"constant"`` (default) or ``"cosine"`` decay of the learning rate to 0 over the run
+            (within noise of the constant rate on the 30x30 simulator and the SpatialGlue simulation, seed 0).
         aug_schedule
             ``λ`` schedule of the paper: ``"default"`` (0.01 / 0.2 / 0.5 over thirds) or ``"hln"``.
         cluster_start
@@ -625,6 +632,7 @@ class CRCT(BaseModelClass):
             refresh_every=refresh_every,
             aug_preset=aug_schedule,
             cluster_start=cluster_start,
+            lr_schedule=lr_schedule,
             random_state=random_state,
             **self._train_defaults,
         )
@@ -705,7 +713,7 @@ class CRCT(BaseModelClass):
         self,
         adata: AnnData | MuData | None = None,
         *,
-        method: Literal["gmm", "kmeans", "leiden"] = "gmm",
+        method: Literal["gmm", "kmeans", "leiden"] = "leiden",
         n_clusters: int | None = None,
         random_state: int | None = None,
     ) -> np.ndarray:
@@ -716,10 +724,13 @@ class CRCT(BaseModelClass):
         adata
             ``None`` or the registered object.
         method
-            ``"gmm"`` (default): Gaussian mixture with one shared full covariance (mclust "EEE" of the
-            published pipelines, scikit-learn ``covariance_type="tied"``) on PCA(20) of the L2-normalised
-            ``Z``; ``"kmeans"``: k-means on the L2-normalised ``Z``; ``"leiden"``: Leiden on the 15-NN
-            graph of ``Z``, the resolution searched until ``n_clusters`` communities.
+            ``"leiden"`` (default): Leiden on the 15-NN graph of ``Z``, the resolution searched until
+            ``n_clusters`` communities; ``"gmm"``: Gaussian mixture with one shared full covariance
+            (mclust "EEE" of the published pipelines, scikit-learn ``covariance_type="tied"``) on PCA(20)
+            of the L2-normalised ``Z``; ``"kmeans"``: k-means on the L2-normalised ``Z``. Leiden is the
+            default because it scored higher on the package's own simulator
+            (:func:`~scomics_ext.datasets.spatial_multiome`, 30x30 and 50x50 grids, 3 seeds each: mean
+            ARI 0.851 against 0.824 for the GMM). ``"gmm"`` reproduces the published pipelines.
         n_clusters
             Number of domains (default: the model's ``n_clusters``).
         random_state

@@ -201,7 +201,7 @@ def pseudo_labels(
     z: Tensor,
     n_clusters: int,
     *,
-    method: Literal["gmm", "kmeans"],
+    method: Literal["gmm", "kmeans", "leiden"],
     previous: Tensor | None,
     random_state: int,
     n_init: int,
@@ -209,9 +209,10 @@ def pseudo_labels(
     """Prototypes and pseudo-labels of ``z``; ids matched to ``previous`` prototypes (Hungarian)."""
     if method == "kmeans":
         return kmeans_prototypes(z, n_clusters, previous=previous, random_state=random_state, n_init=n_init)
-    lab = cluster_embedding(
-        z.detach().cpu().numpy(), n_clusters, method="gmm", random_state=random_state, n_init=n_init
-    )
+    zn = z.detach().cpu().numpy()
+    lab = cluster_embedding(zn, n_clusters, method=method, random_state=random_state, n_init=n_init)
+    if int(lab.max()) + 1 != n_clusters:  # Leiden found no resolution giving exactly K communities
+        lab = cluster_embedding(zn, n_clusters, method="gmm", random_state=random_state, n_init=n_init)
     labels = torch.as_tensor(lab, device=z.device)
     protos = _prototypes_from_labels(z, labels, n_clusters, previous)
     if previous is not None:
@@ -380,6 +381,8 @@ class CRCTTrainingPlan(pl.LightningModule):
         still-moving embedding keeps that embedding's errors.
     stable_ari
         Agreement of consecutive pseudo-labelings that counts as settled (``cluster_start="stable"``).
+    lr_schedule
+        ``"constant"`` learning rate or ``"cosine"`` decay to 0 over ``max_epochs``.
     random_state
         Seed of the pseudo-labelling and of the augmentation noise.
 
@@ -409,13 +412,15 @@ class CRCTTrainingPlan(pl.LightningModule):
         tau: float = DEFAULT_TAU,
         rho0: float = DEFAULT_RHO0,
         refresh_every: int | None = None,
-        pseudo_label_method: Literal["gmm", "kmeans"] = "gmm",
+        pseudo_label_method: Literal["gmm", "kmeans", "leiden"] = "gmm",
         aug_preset: Literal["default", "hln"] = "default",
         cluster_start: Literal["fixed", "stable"] = "fixed",
         stable_ari: float = 0.95,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
         random_state: int = 0,
     ) -> None:
         super().__init__()
+        self.lr_schedule = check_in(lr_schedule, ("constant", "cosine"), "lr_schedule")
         self.cluster_start = check_in(cluster_start, ("fixed", "stable"), "cluster_start")
         self.stable_ari = float(stable_ari)
         #: epoch at which the clustering loss switched on (``None``: not yet / never)
@@ -452,10 +457,16 @@ class CRCTTrainingPlan(pl.LightningModule):
         self.cluster_start_epoch = None
         self.refreshes = []
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        """Adam on the trainable parameters."""
+    def configure_optimizers(self) -> Any:
+        """Adam on the trainable parameters; with ``lr_schedule="cosine"`` a cosine decay to 0 over the run."""
         params = [p for p in self.module.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        if self.lr_schedule == "constant":
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=max(1, int(self.trainer.max_epochs))
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     # -- one epoch ----------------------------------------------------------------------------------------
     def _refresh_period(self) -> int:

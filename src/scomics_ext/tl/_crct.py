@@ -101,7 +101,7 @@ def crct(
     use_rep: str | dict[str, str] | None = None,
     preprocess: bool = True,
     key_added: str = "crct",
-    method: Literal["gmm", "kmeans", "leiden"] = "gmm",
+    method: Literal["gmm", "kmeans", "leiden"] = "leiden",
     random_state: int = 0,
     max_epochs: int | None = None,
     accelerator: str = "auto",
@@ -145,8 +145,10 @@ def crct(
     key_added
         Name of the outputs (see Returns).
     method
-        Final clustering of the embedding: ``"gmm"`` (tied-covariance Gaussian mixture on PCA(20) of the
-        L2-normalised embedding, the published pipelines' mclust "EEE"), ``"kmeans"`` or ``"leiden"``.
+        Final clustering of the embedding: ``"leiden"`` (default; Leiden on the 15-NN graph of the
+        embedding, resolution searched until ``n_clusters`` communities), ``"gmm"`` (tied-covariance
+        Gaussian mixture on PCA(20) of the L2-normalised embedding, the published pipelines' mclust
+        "EEE") or ``"kmeans"``. See :meth:`CRCT.predict <scomics_ext.model.CRCT.predict>`.
     {random_state}
     max_epochs
         Training epochs (full-batch steps); ``None``: 300 up to 20,000 spots, fewer above.
