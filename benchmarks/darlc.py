@@ -501,7 +501,16 @@ def main() -> None:
             record["scaling"] = scaling_summary(scaling_rows)
         record["acceptance"] = acceptance(record)
         record["total_seconds"] = round(sum(p.get("total_seconds", 0.0) for p in parts), 1)
-        record["machine_note"] = parts[-1].get("machine_note")
+        notes = [p.get("machine_note") for p in parts if p.get("machine_note")]
+        record["machine_note"] = (
+            " | ".join(
+                f"{Path(f).name}: {p['machine_note']}"
+                for f, p in zip(args.merge, parts)
+                if p.get("machine_note")
+            )
+            if len(set(notes)) > 1
+            else (notes[0] if notes else None)
+        )
         _save(record, args.output)
         emit(record)
         return
