@@ -264,15 +264,18 @@ def test_batch_neighbors_block_and_contrastive_graph():
     adata = _data(n_genes=20)
     DARLC.setup_anndata(adata)
     model = DARLC(adata, n_clusters=2, contrastive_neighbors="positive")
-    flat = model.gene_images.images.reshape(20, -1)[:, model.gene_images.occupied]
-    similarity = seeding_similarity(flat, n_neighbors=15)
-    graph = model._contrastive_graph(model.gene_images.images, similarity)
+    images = model.gene_images.images
+    flat = images.reshape(20, -1)[:, model.gene_images.occupied]
+    similarity, graph = model._seeding_graphs(images)
+    # one correlation sweep gives exactly what separate calls give
+    assert (similarity != seeding_similarity(flat, n_neighbors=15)).nnz == 0
+    assert (graph != seeding_similarity(flat, n_neighbors=15, mode="mutual")).nnz == 0
     assert graph.shape == (20, 20)
     assert (graph != graph.T).nnz == 0
     assert graph.diagonal().sum() == 0
-    assert (
-        DARLC(adata, n_clusters=2, contrastive_neighbors="none")._contrastive_graph(flat, similarity) is None
-    )
+    no_graph = DARLC(adata, n_clusters=2, contrastive_neighbors="none")._seeding_graphs(images)
+    assert no_graph[1] is None
+    assert (no_graph[0] != similarity).nnz == 0
     plan = DARLCTrainingPlan(
         model.module,
         images=torch.zeros(20, 12, 12),
@@ -314,6 +317,18 @@ def test_dec_loss_reaches_encoder():
     grad = module.vit.patch_embed.weight.grad
     assert grad is not None
     assert float(grad.abs().sum()) > 0
+
+
+def test_full_online_pass_is_reused_as_the_embedding():
+    """With the full online view, ``head(pooled_full)`` of the contrastive pass is exactly ``embed``."""
+    torch.manual_seed(0)
+    x = torch.rand(6, 12, 12)
+    full = DARLCModule((12, 12), online_view="full")
+    full.set_head_mode(False)
+    out = full.ssl_forward(x, x, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(full.vit.head(out.pooled_full), full.embed(x), rtol=0, atol=0)
+    masked = DARLCModule((12, 12), online_view="masked")
+    assert masked.ssl_forward(x, x, generator=torch.Generator().manual_seed(0)).pooled_full is None
 
 
 def test_mixture_lives_on_standardised_embeddings(trained):

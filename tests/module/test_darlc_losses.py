@@ -13,6 +13,7 @@ from scomics_ext.module._darlc_losses import (
     dec_kl_loss,
     estimate_n_clusters,
     laplacian_term,
+    seeding_graphs,
     seeding_similarity,
     similarity_laplacian,
     smm_nll,
@@ -121,6 +122,12 @@ def test_seeding_similarity_properties():
     assert (np.delete((dense > 0).sum(1), 7) >= 5).all()
     mutual = seeding_similarity(x, n_neighbors=5, mode="mutual")
     assert ((mutual.toarray() > 0) <= (dense > 0)).all()
+    # one sweep for both rules gives exactly the separate graphs
+    both = seeding_graphs(x, n_neighbors=5, modes=("union", "mutual"))
+    assert (both[0] != seeding_similarity(x, n_neighbors=5)).nnz == 0
+    assert (both[1] != mutual).nnz == 0
+    with pytest.raises(ValueError, match="mode"):
+        seeding_graphs(x, modes=("union", "both"))
     # neighbours are within the planted groups
     rows, cols = a.nonzero()
     assert np.mean(rows % 4 == cols % 4) > 0.95

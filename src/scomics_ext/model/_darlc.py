@@ -34,7 +34,7 @@ from scomics_ext._validation import (
     get_matrix,
     get_spatial,
 )
-from scomics_ext.module import estimate_n_clusters, seeding_similarity, similarity_laplacian
+from scomics_ext.module import estimate_n_clusters, seeding_graphs, seeding_similarity, similarity_laplacian
 from scomics_ext.pp import grid_pixels
 
 from ._darlc_data import (
@@ -300,6 +300,9 @@ class DARLC(BaseModelClass):
         self.gene_names_ = np.asarray(self.adata.var_names[self._data.gene_index]).astype(str)
         self.smm_state_: dict[str, np.ndarray] | None = None
         self.training_summary_: dict[str, Any] = {}
+        # embeddings of the trained network, computed once at the end of training (each full pass over
+        # 16,000 genes on a Visium grid takes about a minute on one CPU core)
+        self._latent_cache: np.ndarray | None = None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.random_state)
             self.module = DARLCModule(
@@ -409,20 +412,25 @@ class DARLC(BaseModelClass):
         """Images as the network sees them: z-scored over the tissue pixels (``standardize=True``)."""
         return standardize_images(images, self._data.occupied) if self.standardize else images
 
-    def _contrastive_graph(
-        self, views: np.ndarray, similarity: sparse.csr_matrix
-    ) -> sparse.csr_matrix | None:
-        """Gene graph of the neighbour-aware contrastive loss (``None`` with ``contrastive_neighbors="none"``).
+    def _seeding_graphs(self, views: np.ndarray) -> tuple[sparse.csr_matrix, sparse.csr_matrix | None]:
+        """Seeding similarity and the gene graph of the neighbour-aware contrastive loss.
 
-        The seeding similarity itself when its rule matches (:data:`CONTRASTIVE_NEIGHBORS` /
-        :data:`CONTRASTIVE_GRAPH`), otherwise the top-k graph of the positive views with that rule.
+        Both are top-k correlation graphs of the positive views over the tissue pixels: the seeding
+        similarity with :data:`SEEDING_NEIGHBORS` and the ``"union"`` rule, the contrastive graph with
+        :data:`CONTRASTIVE_NEIGHBORS` and :data:`CONTRASTIVE_GRAPH` (``None`` with
+        ``contrastive_neighbors="none"``). With equal ``k`` the ``N × N`` correlation sweep is done once.
         """
-        if self.contrastive_neighbors == "none":
-            return None
-        if CONTRASTIVE_NEIGHBORS == SEEDING_NEIGHBORS and CONTRASTIVE_GRAPH == "union":
-            return similarity
         flat = views.reshape(views.shape[0], -1)[:, self._data.occupied]
-        return seeding_similarity(flat, n_neighbors=CONTRASTIVE_NEIGHBORS, mode=CONTRASTIVE_GRAPH)
+        if self.contrastive_neighbors == "none":
+            return seeding_similarity(flat, n_neighbors=SEEDING_NEIGHBORS), None
+        if CONTRASTIVE_NEIGHBORS == SEEDING_NEIGHBORS:
+            similarity, graph = seeding_graphs(
+                flat, n_neighbors=SEEDING_NEIGHBORS, modes=("union", CONTRASTIVE_GRAPH)
+            )
+            return similarity, graph
+        similarity = seeding_similarity(flat, n_neighbors=SEEDING_NEIGHBORS)
+        graph = seeding_similarity(flat, n_neighbors=CONTRASTIVE_NEIGHBORS, mode=CONTRASTIVE_GRAPH)
+        return similarity, graph
 
     # -- properties -----------------------------------------------------------------------------------
     @property
@@ -507,6 +515,7 @@ class DARLC(BaseModelClass):
             raise ValueError(f"`lr` must be positive, got {lr}.")
         seed = self.random_state if random_state is None else int(random_state)
         progress_bar = settings.progress_bar if progress_bar is None else bool(progress_bar)
+        self._latent_cache = None
         data = self._data
         n = self.n_genes
         start = logg.info(f"training DARLC on {n} genes ({data.shape[0]}x{data.shape[1]} images)")
@@ -519,8 +528,7 @@ class DARLC(BaseModelClass):
         views = positive_views(
             data, coords, method="gat" if self.gat_view else "smooth", epochs=n_gat, seed=seed, device=device
         )
-        similarity = seeding_similarity(views.reshape(n, -1)[:, data.occupied], n_neighbors=SEEDING_NEIGHBORS)
-        contrastive_graph = self._contrastive_graph(views, similarity)
+        similarity, contrastive_graph = self._seeding_graphs(views)
         views = self._network_input(views)
         inferred = self.n_clusters_ is None
         eigenvalues = None
@@ -584,12 +592,14 @@ class DARLC(BaseModelClass):
 
         # final: embeddings of the trained network, mixture refitted to them (warm start)
         self.module.eval()
-        z = self._embed(np.arange(n)).astype(np.float64)
+        latent = self._embed(np.arange(n)).astype(np.float32)
+        z = latent.astype(np.float64)
         plan.set_scaling(z)
         plan.smm.fit(plan.to_mixture_space(z), max_iter=plan.em_iter, tol=plan.em_tol)
         self.smm_state_ = {**plan.smm.state_dict(), "shift": plan.shift.copy(), "scale": plan.scale.copy()}
         self.n_clusters_ = k
         self.is_trained_ = True
+        self._latent_cache = latent
         self.training_summary_ = {
             "n_clusters": k,
             "n_clusters_inferred": inferred,
@@ -629,10 +639,13 @@ class DARLC(BaseModelClass):
     def get_latent_representation(self, *, batch_size: int = 256) -> np.ndarray:
         """Gene embeddings ``z`` (full unmasked pass, projection head in eval mode).
 
+        The pass made at the end of :meth:`train` is kept and returned (a copy) until the next training
+        run; a loaded model computes it afresh.
+
         Parameters
         ----------
         batch_size
-            Genes per forward pass.
+            Genes per forward pass (when the embeddings are computed here).
 
         Returns
         -------
@@ -648,6 +661,9 @@ class DARLC(BaseModelClass):
         (20, 32)
         """
         self._check_if_trained(warn=True)
+        cached = getattr(self, "_latent_cache", None)  # absent on models made by `load`
+        if cached is not None:
+            return cached.copy()
         return self._embed(np.arange(self.n_genes), batch_size=batch_size).astype(np.float32)
 
     def predict(self, *, soft: bool = False, batch_size: int = 256) -> np.ndarray:

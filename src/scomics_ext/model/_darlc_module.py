@@ -45,11 +45,16 @@ class SSLOutput(NamedTuple):
         NT-Xent loss between the online and the target branch (scalar).
     z_masked
         Projection-head embedding of the masked pass, ``(B, D)``.
+    pooled_full
+        Pooled tokens of the unmasked pass, ``(B, embed_dim)``, when the online view is ``"full"`` (``None``
+        otherwise): ``vit.head(pooled_full)`` equals :meth:`DARLCModule.embed` of the batch, so the joint
+        stage reuses this pass (and its backward) instead of running the encoder a second time.
     """
 
     mim: Tensor
     cl: Tensor
     z_masked: Tensor
+    pooled_full: Tensor | None = None
 
 
 class _GeneViT(MaskedViT):
@@ -232,7 +237,8 @@ class DARLCModule(nn.Module):
         padded = vit.prepare(images)
         ratio = vit.mask_ratio if mask_ratio is None else float(mask_ratio)
         pooled_masked, mim = self.mim_pass(padded, views, ratio, generator)
-        pooled_online = pooled_masked if self.online_view == "masked" else vit.pooled_full(padded)
+        pooled_full = None if self.online_view == "masked" else vit.pooled_full(padded)
+        pooled_online = pooled_masked if pooled_full is None else pooled_full
         z_online = self.online.cl_proj(pooled_online)
         cl = nt_xent_loss(
             z_online,
@@ -241,7 +247,7 @@ class DARLCModule(nn.Module):
             neighbors=neighbors,
             neighbor_mode=neighbor_mode,
         )
-        return SSLOutput(mim, cl, vit.head(pooled_masked))
+        return SSLOutput(mim, cl, vit.head(pooled_masked), pooled_full)
 
     def mim_pass(
         self, padded: Tensor, views: Tensor, mask_ratio: float, generator: torch.Generator | None

@@ -403,7 +403,12 @@ class DARLCTrainingPlan(pl.LightningModule):
         self._log("mim", out.mim.item())
         self._log("contrastive", out.cl.item())
         if not warm:
-            z = out.z_masked if self.kl_view == "masked" else module.embed(images)
+            if self.kl_view == "masked":
+                z = out.z_masked
+            elif out.pooled_full is not None:  # the unmasked pass of the contrastive branch: reuse it
+                z = module.vit.head(out.pooled_full)
+            else:
+                z = module.embed(images)
             logq = torch.log_softmax(smm_log_prob(self.to_mixture_space(z.double()), self.smm.params), dim=1)
             kl = dec_kl_loss(logq, self._target[idx.cpu()].to(logq.device), log_input=True)
             # Laplacian: the batch rows' share of the gradient of R_lap, taken at the epoch-start embeddings

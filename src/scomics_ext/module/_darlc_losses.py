@@ -28,6 +28,7 @@ __all__ = [
     "dec_kl_loss",
     "estimate_n_clusters",
     "laplacian_term",
+    "seeding_graphs",
     "seeding_similarity",
     "similarity_laplacian",
     "smm_nll",
@@ -319,17 +320,60 @@ def seeding_similarity(
     >>> (a.toarray() > 0).astype(int).tolist()
     [[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]]
     """
+    if mode not in ("union", "mutual"):
+        raise ValueError(f"mode must be 'union' or 'mutual', got {mode!r}")
+    return seeding_graphs(x, n_neighbors=n_neighbors, modes=(mode,), chunk_size=chunk_size)[0]
+
+
+def seeding_graphs(
+    x: Any,
+    *,
+    n_neighbors: int = 15,
+    modes: tuple[Literal["union", "mutual"], ...] = ("union", "mutual"),
+    chunk_size: int = 1024,
+) -> tuple[sparse.csr_matrix, ...]:
+    """:func:`seeding_similarity` for several symmetrisation rules from one top-k pass.
+
+    The ``N × N`` correlation sweep (the costly part: ``O(N² F)``) is done once; each rule in ``modes``
+    then symmetrises the same directed top-k graph, so the results equal separate
+    :func:`seeding_similarity` calls exactly.
+
+    Parameters
+    ----------
+    x
+        ``(N, F)`` matrix, one row per item (dense or scipy sparse).
+    n_neighbors
+        ``k`` of the top-k sparsification.
+    modes
+        Symmetrisation rules, each ``"union"`` or ``"mutual"``.
+    chunk_size
+        Rows per correlation block.
+
+    Returns
+    -------
+    One ``scipy.sparse.csr_matrix`` (``N × N``, float64) per entry of ``modes``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scomics_ext.module import seeding_graphs
+    >>> x = np.array([[1.0, 2, 3, 4], [2, 4, 6, 8.1], [4, 3, 2, 1], [4, 3, 2.2, 1.2], [1, 2, 3, 4.5]])
+    >>> union, mutual = seeding_graphs(x, n_neighbors=1)
+    >>> int(union.nnz) >= int(mutual.nnz)
+    True
+    """
+    for mode in modes:
+        if mode not in ("union", "mutual"):
+            raise ValueError(f"mode must be 'union' or 'mutual', got {mode!r}")
     if sparse.issparse(x):
         x = x.toarray()
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2:
         raise ValueError(f"x must be 2-D (items x features), got shape {x.shape}")
     n = x.shape[0]
-    if mode not in ("union", "mutual"):
-        raise ValueError(f"mode must be 'union' or 'mutual', got {mode!r}")
     k = int(min(n_neighbors, n - 1))
     if k < 1:
-        return sparse.csr_matrix((n, n))
+        return tuple(sparse.csr_matrix((n, n)) for _ in modes)
     xc = x - x.mean(axis=1, keepdims=True)
     norm = np.linalg.norm(xc, axis=1)
     ok = norm > 0
@@ -349,11 +393,13 @@ def seeding_similarity(
     a = sparse.csr_matrix(
         (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n), dtype=np.float64
     )
-    a = a.maximum(a.T) if mode == "union" else a.minimum(a.T)
-    a = sparse.csr_matrix(a)
-    a.setdiag(0.0)
-    a.eliminate_zeros()
-    return a
+    out = []
+    for mode in modes:
+        g = sparse.csr_matrix(a.maximum(a.T) if mode == "union" else a.minimum(a.T))
+        g.setdiag(0.0)
+        g.eliminate_zeros()
+        out.append(g)
+    return tuple(out)
 
 
 def estimate_n_clusters(
