@@ -463,6 +463,11 @@ def main() -> None:
     parser.add_argument("--scaling", action="store_true")
     parser.add_argument("--scaling-genes", type=int, nargs="+", default=[250, 500, 1000, 2000])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--machine-note",
+        default="shared 2-core machine (load ~3-6)",
+        help="how the machine was loaded during the run (stored beside the thread count)",
+    )
     parser.add_argument("--quick", action="store_true", help="small simulation, 1 seed, cheap peers only")
     parser.add_argument(
         "--merge",
@@ -489,16 +494,17 @@ def main() -> None:
             "benchmark": "darlc",
             "parts": [{"file": f, "args": p["args"]} for f, p in zip(args.merge, parts)],
         }
-        scaling_rows: list[dict[str, Any]] = []
+        scaling_rows: dict[int, dict[str, Any]] = {}
         for p in parts:
             found = {k: v for k, v in p.items() if k in ("sim", "mob", "melanoma")}
-            scaling_rows += p.get("scaling", {}).get("rows", [])
+            for row in p.get("scaling", {}).get("rows", []):  # a size measured again: the later part wins
+                scaling_rows[int(row["n_genes"])] = row
             if p["args"].get("ablations"):  # an ablation part: kept apart from the main comparison
                 record.setdefault("ablations", {}).update(found)
             else:
                 record |= found
         if scaling_rows:  # scaling parts run separately are pooled into one growth curve
-            record["scaling"] = scaling_summary(scaling_rows)
+            record["scaling"] = scaling_summary(list(scaling_rows.values()))
         record["acceptance"] = acceptance(record)
         record["total_seconds"] = round(sum(p.get("total_seconds", 0.0) for p in parts), 1)
         notes = {Path(f).name: p["machine_note"] for f, p in zip(args.merge, parts) if p.get("machine_note")}
@@ -518,7 +524,7 @@ def main() -> None:
         record["scaling"] = run_scaling(args)
     record["acceptance"] = acceptance(record)
     record["total_seconds"] = round(time.perf_counter() - start, 1)
-    record["machine_note"] = f"CPU, torch threads = {THREADS}; shared 2-core machine (load ~3-6)"
+    record["machine_note"] = f"CPU, torch threads = {THREADS}; {args.machine_note}"
     _save(record, args.output)
     emit(record)
 
