@@ -426,13 +426,11 @@ class DARLC(BaseModelClass):
         if self.contrastive_neighbors == "none":
             return seeding_similarity(flat, n_neighbors=SEEDING_NEIGHBORS), None
         if CONTRASTIVE_NEIGHBORS == SEEDING_NEIGHBORS:
-            similarity, graph = seeding_graphs(
-                flat, n_neighbors=SEEDING_NEIGHBORS, modes=("union", CONTRASTIVE_GRAPH)
-            )
-            return similarity, graph
-        similarity = seeding_similarity(flat, n_neighbors=SEEDING_NEIGHBORS)
-        graph = seeding_similarity(flat, n_neighbors=CONTRASTIVE_NEIGHBORS, mode=CONTRASTIVE_GRAPH)
-        return similarity, graph
+            return seeding_graphs(flat, n_neighbors=SEEDING_NEIGHBORS, modes=("union", CONTRASTIVE_GRAPH))
+        return (
+            seeding_similarity(flat, n_neighbors=SEEDING_NEIGHBORS),
+            seeding_similarity(flat, n_neighbors=CONTRASTIVE_NEIGHBORS, mode=CONTRASTIVE_GRAPH),
+        )
 
     # -- properties -----------------------------------------------------------------------------------
     @property
@@ -594,7 +592,7 @@ class DARLC(BaseModelClass):
 
         # final: embeddings of the trained network, mixture refitted to them (warm start)
         self.module.eval()
-        latent = self._embed(np.arange(n)).astype(np.float32)
+        latent = self._embed(np.arange(n))  # float32, kept for get_latent_representation
         z = latent.astype(np.float64)
         plan.set_scaling(z)
         plan.smm.fit(plan.to_mixture_space(z), max_iter=plan.em_iter, tol=plan.em_tol)
@@ -663,9 +661,8 @@ class DARLC(BaseModelClass):
         (20, 32)
         """
         self._check_if_trained(warn=True)
-        cached = getattr(self, "_latent_cache", None)  # absent on models made by `load`
-        if cached is not None:
-            return cached.copy()
+        if self._latent_cache is not None:
+            return self._latent_cache.copy()
         return self._embed(np.arange(self.n_genes), batch_size=batch_size).astype(np.float32)
 
     def predict(self, *, soft: bool = False, batch_size: int = 256) -> np.ndarray:

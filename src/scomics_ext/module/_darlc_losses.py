@@ -320,8 +320,6 @@ def seeding_similarity(
     >>> (a.toarray() > 0).astype(int).tolist()
     [[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]]
     """
-    if mode not in ("union", "mutual"):
-        raise ValueError(f"mode must be 'union' or 'mutual', got {mode!r}")
     return seeding_graphs(x, n_neighbors=n_neighbors, modes=(mode,), chunk_size=chunk_size)[0]
 
 
