@@ -64,6 +64,8 @@ ABLATIONS = {
     "fixed_cluster_start": {"train_kwargs": {"cluster_start": "fixed"}},
     # the published pipelines' final step (tied GMM on PCA(20) of Z) instead of the default Leiden
     "gmm_final": {"method": "gmm"},
+    # the clustering of Z alone, without the boundary refinement by the spots' own features
+    "no_refinement": {"refine": False},
 }
 #: the spatial graph CRCT builds by default (its ``n_spatial_neighbors``); the baseline smooths over it too
 SPATIAL_K = 3

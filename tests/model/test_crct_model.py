@@ -212,6 +212,20 @@ def test_default_final_clustering_is_leiden(trained):
     np.testing.assert_array_equal(trained.predict(), trained.predict(method="leiden"))
 
 
+def test_predict_refines_boundaries_by_default(trained):
+    from scomics_ext.model._crct_refine import refine_boundaries
+    from scomics_ext.model._crct_train import cluster_embedding
+
+    raw = trained.predict(refine=False)
+    z = trained.get_latent_representation()
+    np.testing.assert_array_equal(raw, cluster_embedding(z, 5, method="leiden", random_state=1))
+    coords = trained.adata_manager.get_from_registry("crct_spatial")
+    feats = np.concatenate([f.numpy() for f in trained._features], axis=1)
+    np.testing.assert_array_equal(trained.predict(), refine_boundaries(raw, coords, feats))
+    with pytest.raises(TypeError, match="`refine` must be a bool"):
+        trained.predict(refine="yes")
+
+
 class _LearningRates(Callback):
     def __init__(self) -> None:
         self.lrs: list[float] = []

@@ -39,6 +39,7 @@ from ._crct_data import (
     is_mudata,
     resolve_modality_specs,
 )
+from ._crct_refine import refine_boundaries
 from ._crct_train import (
     CLUSTER_METHODS,
     CRCTModule,
@@ -718,6 +719,7 @@ class CRCT(BaseModelClass):
         method: Literal["gmm", "kmeans", "leiden"] = "leiden",
         n_clusters: int | None = None,
         random_state: int | None = None,
+        refine: bool = True,
     ) -> np.ndarray:
         """Spatial domains: cluster the embedding ``Z`` into ``n_clusters`` groups.
 
@@ -737,6 +739,13 @@ class CRCT(BaseModelClass):
             Number of domains (default: the model's ``n_clusters``).
         random_state
             Seed (default: the model's).
+        refine
+            Boundary refinement (:func:`~scomics_ext.model._crct_refine.refine_boundaries`): a spot whose
+            6 nearest spots do not all share its domain takes the neighbouring domain that a logistic
+            regression on its own (unsmoothed) features, trained on the interior spots, gives probability
+            >= 0.999. The encoders smooth edge spots towards the next domain; their own features often
+            still say where they belong. Chosen on the package's simulator only (30 x 30 grid, 6 seeds:
+            mean ARI 0.781 -> 0.808); ``False`` gives the clustering of ``Z`` alone.
 
         Returns
         -------
@@ -751,7 +760,14 @@ class CRCT(BaseModelClass):
         n_clusters = check_n_clusters(n_clusters, self.adata.n_obs, what="spots")
         random_state = self._random_state if random_state is None else int(random_state)
         z = self.get_latent_representation(adata)
-        return cluster_embedding(z, n_clusters, method=method, random_state=random_state)
+        labels = cluster_embedding(z, n_clusters, method=method, random_state=random_state)
+        if not isinstance(refine, bool | np.bool_):
+            raise TypeError(f"`refine` must be a bool, got {type(refine).__name__}.")
+        if refine:
+            coords = np.asarray(self.adata_manager.get_from_registry(_SPATIAL_FIELD), dtype=np.float64)
+            features = np.concatenate([f.numpy() for f in self._features], axis=1)
+            labels = refine_boundaries(labels, coords, features)
+        return labels
 
     def get_loss_history(self) -> pd.DataFrame:
         """Per-epoch losses as one table (epochs x terms), from :attr:`history_`.

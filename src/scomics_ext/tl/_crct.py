@@ -102,6 +102,7 @@ def crct(
     preprocess: bool = True,
     key_added: str = "crct",
     method: Literal["gmm", "kmeans", "leiden"] = "leiden",
+    refine: bool = True,
     random_state: int = 0,
     max_epochs: int | None = None,
     accelerator: str = "auto",
@@ -149,6 +150,9 @@ def crct(
         embedding, resolution searched until ``n_clusters`` communities), ``"gmm"`` (tied-covariance
         Gaussian mixture on PCA(20) of the L2-normalised embedding, the published pipelines' mclust
         "EEE") or ``"kmeans"``. See :meth:`CRCT.predict <scomics_ext.model.CRCT.predict>`.
+    refine
+        Boundary refinement of the domains by the spots' own features (default ``True``; see
+        :meth:`CRCT.predict <scomics_ext.model.CRCT.predict>`).
     {random_state}
     max_epochs
         Training epochs (full-batch steps); ``None``: 300 up to 20,000 spots, fewer above.
@@ -190,6 +194,8 @@ def crct(
     if not isinstance(key_added, str) or not key_added:
         raise TypeError(f"`key_added` must be a non-empty string, got {key_added!r}.")
     check_in(method, CLUSTER_METHODS, "method")
+    if not isinstance(refine, bool | np.bool_):
+        raise TypeError(f"`refine` must be a bool, got {type(refine).__name__}.")
     n_clusters = check_n_clusters(n_clusters, data.n_obs, what="spots")
     if max_epochs is not None:
         max_epochs = check_positive_int(max_epochs, "max_epochs")
@@ -237,7 +243,7 @@ def crct(
         **train_kwargs,
     )
     z = model.get_latent_representation()
-    labels = model.predict(method=method, random_state=random_state)
+    labels = model.predict(method=method, random_state=random_state, refine=refine)
     cats = as_categorical(labels)
     history = model.get_loss_history()
     params = {
@@ -249,6 +255,7 @@ def crct(
         "spatial_key": spatial_key,
         "preprocess": preprocess,
         "method": method,
+        "refine": refine,
         "random_state": random_state,
         "max_epochs": n_epochs,
         "accelerator": accelerator,
