@@ -124,6 +124,7 @@ def _drop_coords(mdata):
         (None, {"kind": {"rna": "methylation"}}, ValueError, "`kind` must be one of"),
         (None, {"n_latnt": 3}, TypeError, r"unexpected keyword argument\(s\) \['n_latnt'\]"),
         (None, {"method": "mclust"}, ValueError, "`method` must be one of"),
+        (None, {"refine": "yes"}, TypeError, "`refine` must be a bool"),
         (None, {"key_added": ""}, TypeError, "`key_added` must be a non-empty string"),
     ],
     ids=[
@@ -138,6 +139,7 @@ def _drop_coords(mdata):
         "bad-kind",
         "bad-kwarg",
         "bad-method",
+        "bad-refine",
         "bad-key",
     ],
 )
