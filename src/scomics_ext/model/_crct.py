@@ -226,8 +226,8 @@ class CRCT(BaseModelClass):
     Ablations (``benchmarks/crct.py --ablations``, seeds 0-2, ARI mean, SG3 / SG2 / HLN, Leiden final
     step and boundary refinement): full 0.986 / 0.989 / 0.181; no refinement 0.983 / 0.985 / 0.180; no
     augmentation 0.987 / 0.990 / 0.182; no clustering loss 0.987 / 0.994 / 0.171; no graph learning
-    0.748 / 0.644 / 0.163; fixed start 0.985 / 0.991 / 0.167; tied-GMM final step 0.971 / 0.981 / 0.194. A spatial majority vote (6, 10 or 15 neighbours) after
-    the Leiden step lowered the ARI on the simulator (30 x 30 and 50 x 50, 3 seeds) and was not adopted.
+    0.748 / 0.644 / 0.163; fixed start 0.985 / 0.991 / 0.167; tied-GMM final step 0.971 / 0.981 / 0.194.
+    A spatial majority vote (6, 10 or 15 neighbours) after the Leiden step lowered the ARI on the simulator (30 x 30 and 50 x 50, 3 seeds) and was not adopted.
 
     Known weakness: variation that is not spatial (cell states, batch-like factors) is kept in ``Z``
     because the objective reconstructs every feature through the spatial decoder; when such factors
@@ -756,13 +756,13 @@ class CRCT(BaseModelClass):
         >>> labels = model.predict(method="gmm")  # doctest: +SKIP
         """
         check_in(method, CLUSTER_METHODS, "method")
+        if not isinstance(refine, bool | np.bool_):
+            raise TypeError(f"`refine` must be a bool, got {type(refine).__name__}.")
         n_clusters = self.n_clusters if n_clusters is None else n_clusters
         n_clusters = check_n_clusters(n_clusters, self.adata.n_obs, what="spots")
         random_state = self._random_state if random_state is None else int(random_state)
         z = self.get_latent_representation(adata)
         labels = cluster_embedding(z, n_clusters, method=method, random_state=random_state)
-        if not isinstance(refine, bool | np.bool_):
-            raise TypeError(f"`refine` must be a bool, got {type(refine).__name__}.")
         if refine:
             coords = np.asarray(self.adata_manager.get_from_registry(_SPATIAL_FIELD), dtype=np.float64)
             features = np.concatenate([f.numpy() for f in self._features], axis=1)

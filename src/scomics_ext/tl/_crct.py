@@ -194,12 +194,10 @@ def crct(
     if not isinstance(key_added, str) or not key_added:
         raise TypeError(f"`key_added` must be a non-empty string, got {key_added!r}.")
     check_in(method, CLUSTER_METHODS, "method")
-    if not isinstance(refine, bool | np.bool_):
-        raise TypeError(f"`refine` must be a bool, got {type(refine).__name__}.")
     n_clusters = check_n_clusters(n_clusters, data.n_obs, what="spots")
     if max_epochs is not None:
         max_epochs = check_positive_int(max_epochs, "max_epochs")
-    for flag, name in ((preprocess, "preprocess"), (copy, "copy"), (return_model, "return_model")):
+    for flag, name in ((preprocess, "preprocess"), (refine, "refine"), (copy, "copy"), (return_model, "return_model")):  # fmt: skip
         if not isinstance(flag, bool | np.bool_):
             raise TypeError(f"`{name}` must be a bool, got {type(flag).__name__}.")
     unknown = sorted(set(model_kwargs) - _INIT_PARAMS)
