@@ -221,7 +221,7 @@ def test_predict_refines_boundaries_by_default(trained):
     np.testing.assert_array_equal(raw, cluster_embedding(z, 5, method="leiden", random_state=1))
     coords = trained.adata_manager.get_from_registry("crct_spatial")
     feats = np.concatenate([f.numpy() for f in trained._features], axis=1)
-    np.testing.assert_array_equal(trained.predict(), refine_boundaries(raw, coords, feats))
+    np.testing.assert_array_equal(trained.predict(), refine_boundaries(raw, coords, feats, random_state=1))
     with pytest.raises(TypeError, match="`refine` must be a bool"):
         trained.predict(refine="yes")
 

@@ -26,12 +26,42 @@ def test_misplaced_edges_move_back_to_their_domain():
     labels = truth.copy()
     labels[(xy[:, 0] == 6)] = 0  # the first column of the right half smoothed into the left domain
     assert (labels != truth).sum() == 12
-    out = refine_boundaries(labels, xy, feats, min_prob=0.99)
+    out = refine_boundaries(labels, xy, feats)
     np.testing.assert_array_equal(out, truth)
-    strict = refine_boundaries(labels, xy, feats)  # the default 0.999 moves fewer, never a wrong one
-    assert (strict != truth).sum() < 12
+    # with weaker signal a strict threshold moves fewer spots, and never a wrong one
+    weak = 1.5 * np.eye(3, 5)[truth] + rng.normal(size=(truth.size, 5))
+    loose = refine_boundaries(labels, xy, weak, min_prob=0.5, max_iter=1)
+    strict = refine_boundaries(labels, xy, weak, min_prob=0.99, max_iter=1)
+    assert (strict != labels).sum() < (loose != labels).sum()
     assert np.all((strict == truth) | (strict == labels))
     assert labels[xy[:, 0] == 6].tolist() == [0] * 12  # input untouched
+
+
+def test_rounds_move_a_boundary_shifted_by_several_spots():
+    xy = _grid()
+    truth = _blocks(xy)
+    feats = 10.0 * np.eye(3, 5)[truth] + np.random.default_rng(2).normal(size=(truth.size, 5))
+    labels = truth.copy()
+    labels[(xy[:, 0] == 6) | (xy[:, 0] == 7)] = 0  # two columns of the right half in the left domain
+    one = refine_boundaries(labels, xy, feats, max_iter=1)
+    full = refine_boundaries(labels, xy, feats)
+    # each round fixes the spots now on the boundary; later rounds reach deeper into the shifted band
+    assert (full != truth).sum() < (one != truth).sum() < (labels != truth).sum() == 24
+    assert np.all((full == truth) | (full == labels))
+
+
+def test_classifier_subset_above_the_cap_is_seeded(monkeypatch):
+    import scomics_ext.model._crct_refine as mod
+
+    monkeypatch.setattr(mod, "MAX_FIT_SPOTS", 40)
+    xy = _grid()
+    truth = _blocks(xy)
+    feats = 3.0 * np.eye(3, 5)[truth] + np.random.default_rng(3).normal(size=(truth.size, 5))
+    labels = truth.copy()
+    labels[(xy[:, 0] == 6)] = 0
+    a = refine_boundaries(labels, xy, feats, random_state=1)
+    np.testing.assert_array_equal(a, refine_boundaries(labels, xy, feats, random_state=1))
+    assert (a != truth).sum() < 12
 
 
 def test_uninformative_features_change_nothing_and_interior_never_moves():
@@ -39,11 +69,11 @@ def test_uninformative_features_change_nothing_and_interior_never_moves():
     labels = _blocks(xy)
     feats = np.random.default_rng(1).normal(size=(labels.size, 5))  # no domain signal
     np.testing.assert_array_equal(refine_boundaries(labels, xy, feats), labels)
-    # even with a permissive threshold, only boundary spots move, and only to a touching domain
-    out = refine_boundaries(labels, xy, feats, min_prob=0.34)
+    # even with a permissive threshold, one round moves only boundary spots, and only to a touching domain
+    out = refine_boundaries(labels, xy, feats, min_prob=0.34, max_iter=1)
     from sklearn.neighbors import NearestNeighbors
 
-    _, idx = NearestNeighbors(n_neighbors=7).fit(xy).kneighbors(xy)
+    _, idx = NearestNeighbors(n_neighbors=5).fit(xy).kneighbors(xy)
     interior = (labels[idx] == labels[:, None]).all(1)
     np.testing.assert_array_equal(out[interior], labels[interior])
     moved = np.flatnonzero(out != labels)
@@ -58,3 +88,5 @@ def test_degenerate_inputs_return_a_copy():
     assert out is not one
     with pytest.raises(ValueError, match="min_prob"):
         refine_boundaries(one, xy, np.ones((16, 2)), min_prob=0.0)
+    with pytest.raises(ValueError, match="max_iter"):
+        refine_boundaries(one, xy, np.ones((16, 2)), max_iter=0)
