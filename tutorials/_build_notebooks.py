@@ -639,41 +639,41 @@ NOTEBOOKS = {
 # keeps the stored outputs).
 INTERPRETATION: dict[str, str] = {
     "INTERPRETATION_CRCT_SIM": """
-- **The domains are the planted classes.** CRCT recovers the five classes (ARI 0.987, NMI 0.982): every factor is
-  one domain, all 432 background spots form their own domain (4), and the errors are six factor spots at block
-  edges that join the background (3 of factor 1, 2 of factor 3, 1 of factor 4; contingency table). The boundary
+- **The domains are the planted classes.** CRCT recovers the five classes (ARI 0.989, NMI 0.985): every factor is
+  one domain, all 432 background spots form their own domain (4), and the errors are five factor spots at block
+  edges that join the background (2 of factor 1, 2 of factor 3, 1 of factor 4; contingency table). The boundary
   refinement (on by default) moves an edge spot only where the spot's own features give the other domain
-  probability >= 0.999; these six stay with the background.
+  probability >= 0.99, in rounds until nothing moves; these five stay with the background.
 - **The markers confirm it.** For each factor domain (0-3) all 10 top-ranked proteins are features the simulation
   generated from that factor. The background domain (4) has no markers of its own: its top-ranked proteins are
   factor-1 and factor-4 features that the dot plot shows far higher in domains 1 and 3 - the background is defined
   by the absence of the factor signals.
 - **Against the baseline.** The smoothed-PCA k-means written above reaches ARI 0.946 here; in the benchmark
   (3 seeds, see the [CRCT page](../methods/crct.md)) CRCT is ahead of that baseline on this dataset (ARI
-  0.986 vs 0.976) and on RNA + protein alone (0.989 vs 0.970), where SpatialGlue reaches 0.923 and takes 1.6x as
+  0.993 vs 0.976) and on RNA + protein alone (0.994 vs 0.970), where SpatialGlue reaches 0.923 and takes 1.55x as
   long. This simulation is easy once all three modalities are combined; it checks that the pipeline works
   rather than showing that CRCT is needed.
 - The truth was used only to choose `n_clusters` (= 5) and to score.
 """,
     "INTERPRETATION_CRCT_HLN": """
-- **Scores are low for every method.** CRCT reaches ARI 0.196 / NMI 0.325 against the manual annotation, the
-  smoothed-PCA baseline 0.148 / 0.297 (benchmark, 3 seeds: ARI 0.181 vs 0.170, NMI 0.317 vs 0.304). With 31
+- **Scores are low for every method.** CRCT reaches ARI 0.197 / NMI 0.325 against the manual annotation, the
+  smoothed-PCA baseline 0.148 / 0.297 (benchmark, 3 seeds: ARI 0.182 vs 0.170, NMI 0.318 vs 0.304). With 31
   proteins alone many annotated regions are not separable: the annotation was drawn from histology and RNA, and
   the medulla cords (1,188 spots) are spread over five CRCT domains (7, 0, 1, 5, 6; recall 0.35).
 - **Rare regions: read the recall with the matching in mind.** Mean recall of the five regions under 100 spots is
-  0.570 for CRCT and 0.168 for the baseline here (benchmark: 0.378 ± 0.168 vs 0.229 ± 0.141). Part of it is real:
+  0.576 for CRCT and 0.168 for the baseline here (benchmark: 0.381 ± 0.170 vs 0.229 ± 0.141). Part of it is real:
   52 of the 60 follicle spots fall in domain 4 (MS4A1 = CD20, CR2 = CD21, PAX5: B-cell follicles, with as many
-  cortex spots around them), and 20 of the 23 hilum spots in domain 9 (ACTA2, PECAM1: smooth muscle and vessels,
+  cortex spots around them), and 21 of the 23 hilum spots in domain 9 (ACTA2, PECAM1: smooth muscle and vessels,
   mostly capsule). Part of it is the one-to-one matching: the trabeculae's 0.75 are 6 of 8 spots inside domain 8,
-  a 236-spot domain that is mostly cortex, matched to them because the cortex is matched elsewhere. The
-  subcapsular sinus (0.24) and the medulla vessels (0.12) are not found.
-- **What the domains are** (markers above): 2 and 8 - T-cell cortex (CD3E, CCR7, HLA-DRA; 74 % and 69 % cortex);
+  a 238-spot domain that is mostly cortex, matched to them because the cortex is matched elsewhere. The
+  subcapsular sinus (0.23) and the medulla vessels (0.12) are not found.
+- **What the domains are** (markers above): 2 and 8 - T-cell cortex (CD3E, CCR7, HLA-DRA; 75 % and 68 % cortex);
   4 - B-cell follicles; 0 - plasma and B cells of the medulla (PCNA, PAX5, CD19, SDC1 = CD138; mostly cords);
   1 and 5 - macrophage-rich medulla (CD68, CD163, FCGR3A; cords and sinuses); 3 - the tissue edge (VIM,
-  CEACAM8, ACTA2, ITGAM; 85 % pericapsular adipose tissue); 9 - smooth muscle and vessels. The neighbourhood
+  CEACAM8, ACTA2, ITGAM; 86 % pericapsular adipose tissue); 9 - smooth muscle and vessels. The neighbourhood
   enrichment agrees with this anatomy: the only pair of different domains enriched next to each other is the
-  follicle domain 4 with the cortex domain 8 (z = 7.4); the edge domains 3 and 9 are not depleted next to each
-  other (z = -0.2), while most pairs are, e.g. the medulla-sinus domain 5 next to the cortex domain 2 (z = -22.1).
+  follicle domain 4 with the cortex domain 8 (z = 7.0); the edge domains 3 and 9 are not depleted next to each
+  other (z = -0.2), while most pairs are, e.g. the medulla-sinus domain 5 next to the cortex domain 2 (z = -22.3).
 - The annotation was used only to choose `n_clusters` (= 10) and to score. Judge CRCT's domains on this tissue
   by their markers and compare with the simple baseline, as above; with the RNA half (public download) results
   may differ.

@@ -224,9 +224,9 @@ class CRCT(BaseModelClass):
     start at 1/3 of the run) to 0.927 ± 0.010; at ``tau=0.1`` both starts are within noise.
 
     Ablations (``benchmarks/crct.py --ablations``, seeds 0-2, ARI mean, SG3 / SG2 / HLN, Leiden final
-    step and boundary refinement): full 0.986 / 0.989 / 0.181; no refinement 0.983 / 0.985 / 0.180; no
-    augmentation 0.987 / 0.990 / 0.182; no clustering loss 0.987 / 0.994 / 0.171; no graph learning
-    0.748 / 0.644 / 0.163; fixed start 0.985 / 0.991 / 0.167; tied-GMM final step 0.971 / 0.981 / 0.194.
+    step and boundary refinement): full 0.993 / 0.994 / 0.182; no refinement 0.985 / 0.985 / 0.180; no
+    augmentation 0.992 / 0.994 / 0.182; no clustering loss 0.992 / 0.997 / 0.176; no graph learning
+    0.776 / 0.524 / 0.171; fixed start 0.991 / 0.994 / 0.167; tied-GMM final step 0.981 / 0.992 / 0.195.
     A spatial majority vote (6, 10 or 15 neighbours) after the Leiden step lowered the ARI on the simulator (30 x 30 and 50 x 50, 3 seeds) and was not adopted.
 
     Known weakness: variation that is not spatial (cell states, batch-like factors) is kept in ``Z``
