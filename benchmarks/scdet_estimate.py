@@ -10,13 +10,13 @@ true number of novel types:
   (``docs/methods/scdet.md``).
 - ``oracle``: the same when the unexplained fine clusters are grouped by their majority true type instead of
   by their connectivity: the headroom of the grouping step, given the fine clusters.
-- ``n_novel_estimated``: the ``n_novel=None`` estimate (:func:`scomics_ext.tl._scdet.estimated_n_novel`'s
-  estimator on the same preprocessing), with its absolute error.
+- ``n_novel_estimated``: the ``n_novel=None`` estimate (:func:`scomics_ext.tl._scdet.estimated_n_novel`), with its
+  absolute error.
 
 Usage::
 
-    python benchmarks/scdet_estimate.py                           # 4 datasets x seeds 0-4
-    python benchmarks/scdet_estimate.py --datasets cao --seeds 1
+    OMP_NUM_THREADS=1 python benchmarks/scdet_estimate.py         # 4 datasets x seeds 0-4 (k-means moves with threads)
+    OMP_NUM_THREADS=1 python benchmarks/scdet_estimate.py --datasets cao --seeds 1
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from sklearn.decomposition import PCA
 
 import scomics_ext as sx
 import scomics_ext.module._scdet_estimate as estimate_mod
-from scomics_ext.tl._scdet import _estimate_n_novel, _preprocess, _validate
+from scomics_ext.tl._scdet import _preprocess, _validate, estimated_n_novel
 
 DATASETS = ("sim", "pbmc", "baron", "cao")
 
@@ -97,7 +97,7 @@ def run_one(name: str, seed: int) -> dict:
     with mock.patch.object(estimate_mod, "connectivity_groups", majority_groups(truth_all)):
         oracle = estimate_mod.estimate_distribution(pcs, labels, n_seen, n_classes, random_state=seed)
     q = slice(ref.n_obs, None)
-    n_est = int(_estimate_n_novel(joint, info, ref.n_obs, seed)["n_novel"])
+    n_est = estimated_n_novel(ref, query, labels_key="_label", random_state=seed)
     return {
         "seed": seed,
         "n_novel": len(novel_types),
