@@ -76,6 +76,13 @@ def emit(record: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def save(record: dict[str, Any], path: str | Path | None) -> None:
+    """Write the benchmark's JSON record to ``path`` (one line; parent folders created; nothing if ``None``)."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(record, default=float) + "\n")
+
+
 def log(msg: str) -> None:
     """Progress messages go to stderr so stdout stays one JSON line."""
     print(msg, file=sys.stderr, flush=True)

@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import REPO_ROOT, data_dir, emit, log, mean_sd, measure
+from _common import REPO_ROOT, data_dir, emit, log, mean_sd, measure, save
 
 import scomics_ext as sx
 from scomics_ext._baselines import smoothed_pca_kmeans
@@ -256,9 +256,7 @@ def main() -> None:
     if args.merge:
         record = merge(args.merge)
         if not args.no_save:
-            os.makedirs(os.path.dirname(args.out), exist_ok=True)
-            with open(args.out, "w") as fh:
-                fh.write(json.dumps(record, default=float) + "\n")
+            save(record, args.out)
         emit(record)
         return
     if args.quick:
@@ -374,9 +372,7 @@ def main() -> None:
     record["acceptance"] = acceptance(record)
     record["total_seconds"] = round(time.perf_counter() - t_start, 1)
     if not args.no_save:
-        os.makedirs(os.path.dirname(args.out), exist_ok=True)
-        with open(args.out, "w") as fh:
-            fh.write(json.dumps(record, default=float) + "\n")
+        save(record, args.out)
         if os.path.exists(args.out + ".partial"):
             os.remove(args.out + ".partial")
     emit(record)
@@ -385,9 +381,7 @@ def main() -> None:
 def checkpoint(record: dict[str, Any], args: argparse.Namespace) -> None:
     """Write what has been measured so far to ``<out>.partial`` (usable with ``--merge`` after a crash)."""
     if not args.no_save:
-        os.makedirs(os.path.dirname(args.out), exist_ok=True)
-        with open(args.out + ".partial", "w") as fh:
-            fh.write(json.dumps(record, default=float) + "\n")
+        save(record, args.out + ".partial")
 
 
 def compare_spatialglue(entry: dict[str, Any]) -> None:

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import REPO_ROOT, data_dir, emit, log, mean_sd, measure
+from _common import REPO_ROOT, data_dir, emit, log, mean_sd, measure, save
 from scipy import sparse
 from scipy.cluster.hierarchy import fcluster
 from sklearn.cluster import KMeans
@@ -512,7 +512,7 @@ def main() -> None:
             record["machine_note"] = " | ".join(f"{name}: {note}" for name, note in notes.items())
         else:
             record["machine_note"] = next(iter(notes.values()), None)
-        _save(record, args.output)
+        save(record, args.output)
         emit(record)
         return
     if "sim" in args.datasets:
@@ -525,14 +525,8 @@ def main() -> None:
     record["acceptance"] = acceptance(record)
     record["total_seconds"] = round(time.perf_counter() - start, 1)
     record["machine_note"] = f"CPU, torch threads = {THREADS}; {args.machine_note}"
-    _save(record, args.output)
+    save(record, args.output)
     emit(record)
-
-
-def _save(record: dict[str, Any], path: str | None) -> None:
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(record, default=float) + "\n")
 
 
 if __name__ == "__main__":

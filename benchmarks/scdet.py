@@ -29,15 +29,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from _common import REPO_ROOT, data_dir, emit, log, mean_sd, measure
+from _common import REPO_ROOT, data_dir, emit, log, mean_sd, measure, save
 
 import scomics_ext as sx
 from scomics_ext._baselines import knn_threshold_annotate
@@ -250,9 +248,7 @@ def main() -> None:
             s["overall_margin_vs_knn"] = round(s["scdet"]["overall"]["mean"] - s["knn"]["overall"]["mean"], 4)
     if not args.no_scaling and args.scaling:
         record["scaling"] = run_scaling(args.scaling, args)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, default=float) + "\n")
+    save(record, args.out)
     emit(record)
 
 

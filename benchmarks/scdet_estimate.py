@@ -22,14 +22,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from pathlib import Path
 from unittest import mock
 
 import numpy as np
-from _common import REPO_ROOT, emit, log, mean_sd
+from _common import REPO_ROOT, emit, log, mean_sd, save
 from sklearn.decomposition import PCA
 
 import scomics_ext as sx
@@ -140,9 +138,7 @@ def main() -> None:
         k: round(float(np.mean([d["summary"][k]["mean"] for d in s.values()])), 4)
         for k in ("grouped", "oracle", "n_novel_abs_error")
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, default=float) + "\n")
+    save(record, args.out)
     emit(record)
 
 
