@@ -18,6 +18,9 @@ Prints one JSON line (progress on stderr) and saves it to ``benchmarks/results/d
   genes on a 78 x 64 hex grid; power-law fit, extrapolated to 16,000 genes.
 * ``--ablations``: no GAT view (one-hop smoothing), GMM instead of SMM, no warm-up, mixture on the raw
   instead of the standardised embeddings (``scale_free_mixture=False``); same ``K``.
+* ``--view-diagnostic``: k-means (same ``K``) on DARLC's own GAT-denoised views, standardised as the network
+  sees them (``diagnostic_gat_view_kmeans``; not a peer and not in the acceptance checks): how much of the
+  spatial pattern the denoiser alone carries, against what the ViT embedding keeps.
 
 Usage::
 
@@ -25,6 +28,7 @@ Usage::
     python benchmarks/darlc.py --datasets sim mob melanoma --seeds 0 1 2
     python benchmarks/darlc.py --datasets sim --skip-peers --ablations --seeds 0
     python benchmarks/darlc.py --datasets --scaling --scaling-genes 250 500 1000 2000
+    python benchmarks/darlc.py --datasets mob melanoma --skip-peers --view-diagnostic
 
 Run with ``OMP_NUM_THREADS=1``; the script pins torch to ``--threads`` (default 1) before every fit,
 because scanpy/numba calls reset torch's thread count.
@@ -49,8 +53,9 @@ from sklearn.decomposition import PCA
 
 import scomics_ext as sx
 from scomics_ext._baselines import image_kmeans
-from scomics_ext.model._darlc import DARLC
-from scomics_ext.model._darlc_data import log_normalize
+from scomics_ext._utils import seed_everything
+from scomics_ext.model._darlc import DARLC, SPATIAL_KEY
+from scomics_ext.model._darlc_data import default_gat_epochs, log_normalize, positive_views
 from scomics_ext.tl._darlc import darlc, select_spatial_genes
 
 #: simulation levels: (NB dispersion, dropout); "default" is gene_patterns' own default
@@ -114,6 +119,21 @@ def pca_kmeans(expr_genes_x_spots: np.ndarray, k: int, seed: int) -> np.ndarray:
     X = X / np.maximum(X.std(axis=1, keepdims=True), 1e-12)
     pcs = PCA(min(20, X.shape[1] - 1, X.shape[0] - 1), random_state=seed).fit_transform(X)
     return KMeans(k, n_init=10, random_state=seed).fit_predict(pcs)
+
+
+def gat_view_kmeans(model: DARLC, genes: list[str], k: int, seed: int) -> np.ndarray:
+    """k-means on the model's GAT-denoised views (recomputed with the training run's seed), gene order of ``genes``."""
+    data = model.gene_images
+    coords = np.asarray(model.adata_manager.get_from_registry(SPATIAL_KEY), dtype=np.float64)[:, :2]
+    seed_everything(seed)
+    views = positive_views(
+        data, coords, method="gat", epochs=default_gat_epochs(*data.expression.shape), seed=seed
+    )
+    flat = model._network_input(views).reshape(len(model.gene_names_), -1)
+    flat = flat[:, flat.std(axis=0) > 0]
+    order = {g: i for i, g in enumerate(model.gene_names_)}
+    flat = flat[[order[g] for g in genes]]
+    return KMeans(k, n_init=10, random_state=seed).fit_predict(flat)
 
 
 def run_peers(adata, genes, images, expr, k, seed, peers):
@@ -216,6 +236,9 @@ def evaluate_one(adata, genes, seed, args, *, k=None, truth=None, families=False
         if "hotspot_native_modules" in peers:
             row["hotspot_native_modules"] = peers.pop("hotspot_native_modules")
         found |= peers
+    if args.view_diagnostic:
+        _pin()
+        found["diagnostic_gat_view_kmeans"] = measure(gat_view_kmeans, model, list(genes), k_used, seed)
     if args.ablations:
         for name, kw in (
             ("ablation_no_gat", {"gat_view": False}),
@@ -460,6 +483,9 @@ def main() -> None:
         "--auto-k", action="store_true", help="also run DARLC with K inferred on the simulation"
     )
     parser.add_argument("--ablations", action="store_true")
+    parser.add_argument(
+        "--view-diagnostic", action="store_true", help="also k-means on DARLC's own GAT views (same K)"
+    )
     parser.add_argument("--scaling", action="store_true")
     parser.add_argument("--scaling-genes", type=int, nargs="+", default=[250, 500, 1000, 2000])
     parser.add_argument("--threads", type=int, default=1)
