@@ -54,8 +54,8 @@ from sklearn.decomposition import PCA
 import scomics_ext as sx
 from scomics_ext._baselines import image_kmeans
 from scomics_ext._utils import seed_everything
-from scomics_ext.model._darlc import DARLC, SPATIAL_KEY
-from scomics_ext.model._darlc_data import default_gat_epochs, log_normalize, positive_views
+from scomics_ext.model._darlc import DARLC
+from scomics_ext.model._darlc_data import log_normalize
 from scomics_ext.tl._darlc import darlc, select_spatial_genes
 
 #: simulation levels: (NB dispersion, dropout); "default" is gene_patterns' own default
@@ -122,18 +122,12 @@ def pca_kmeans(expr_genes_x_spots: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 def gat_view_kmeans(model: DARLC, genes: list[str], k: int, seed: int) -> np.ndarray:
-    """k-means on the model's GAT-denoised views (recomputed with the training run's seed), gene order of ``genes``."""
-    data = model.gene_images
-    coords = np.asarray(model.adata_manager.get_from_registry(SPATIAL_KEY), dtype=np.float64)[:, :2]
+    """k-means on the model's positive views (recomputed as its training run did), gene order of ``genes``."""
     seed_everything(seed)
-    views = positive_views(
-        data, coords, method="gat", epochs=default_gat_epochs(*data.expression.shape), seed=seed
-    )
-    flat = model._network_input(views).reshape(len(model.gene_names_), -1)
-    flat = flat[:, flat.std(axis=0) > 0]
+    views = model._network_input(model._positive_views(seed))
+    flat = views.reshape(views.shape[0], -1)[:, model.gene_images.occupied]
     order = {g: i for i, g in enumerate(model.gene_names_)}
-    flat = flat[[order[g] for g in genes]]
-    return KMeans(k, n_init=10, random_state=seed).fit_predict(flat)
+    return KMeans(k, n_init=10, random_state=seed).fit_predict(flat[[order[g] for g in genes]])
 
 
 def run_peers(adata, genes, images, expr, k, seed, peers):

@@ -410,6 +410,18 @@ class DARLC(BaseModelClass):
         images = rasterize_columns(expression, pixel, shape)
         return GeneImages(images, expression, pixel, shape, kind, gene_index, was_counts)
 
+    def _positive_views(self, seed: int, *, gat_epochs: int | None = None, device: Any = None) -> np.ndarray:
+        """The positive views of one training run (GAT-denoised, or smoothed with ``gat_view=False``).
+
+        Deterministic given ``seed`` once the global seeds are set (``seed_everything(seed)``, as
+        :meth:`train` does); images in the model's gene order, before :meth:`_network_input`.
+        """
+        data = self._data
+        coords = np.asarray(self.adata_manager.get_from_registry(SPATIAL_KEY), dtype=np.float64)[:, :2]
+        n_gat = default_gat_epochs(*data.expression.shape) if gat_epochs is None else int(gat_epochs)
+        method = "gat" if self.gat_view else "smooth"
+        return positive_views(data, coords, method=method, epochs=n_gat, seed=seed, device=device)
+
     def _network_input(self, images: np.ndarray) -> np.ndarray:
         """Images as the network sees them: z-scored over the tissue pixels (``standardize=True``)."""
         return standardize_images(images, self._data.occupied) if self.standardize else images
@@ -522,12 +534,8 @@ class DARLC(BaseModelClass):
         seed_everything(seed)
 
         # positive views and the seeding graph (once per training run)
-        coords = np.asarray(self.adata_manager.get_from_registry(SPATIAL_KEY), dtype=np.float64)[:, :2]
         n_gat = default_gat_epochs(*data.expression.shape) if gat_epochs is None else int(gat_epochs)
-        device = _torch_device(accelerator)
-        views = positive_views(
-            data, coords, method="gat" if self.gat_view else "smooth", epochs=n_gat, seed=seed, device=device
-        )
+        views = self._positive_views(seed, gat_epochs=n_gat, device=_torch_device(accelerator))
         similarity, contrastive_graph = self._seeding_graphs(views)
         views = self._network_input(views)
         inferred = self.n_clusters_ is None
