@@ -416,11 +416,14 @@ class DARLC(BaseModelClass):
         Deterministic given ``seed`` once the global seeds are set (``seed_everything(seed)``, as
         :meth:`train` does); images in the model's gene order, before :meth:`_network_input`.
         """
-        data = self._data
         coords = np.asarray(self.adata_manager.get_from_registry(SPATIAL_KEY), dtype=np.float64)[:, :2]
-        n_gat = default_gat_epochs(*data.expression.shape) if gat_epochs is None else int(gat_epochs)
         method = "gat" if self.gat_view else "smooth"
-        return positive_views(data, coords, method=method, epochs=n_gat, seed=seed, device=device)
+        epochs = self._gat_epochs(gat_epochs)
+        return positive_views(self._data, coords, method=method, epochs=epochs, seed=seed, device=device)
+
+    def _gat_epochs(self, gat_epochs: int | None) -> int:
+        """GAT denoiser epochs: ``gat_epochs``, or the default for this many spots and genes."""
+        return default_gat_epochs(*self._data.expression.shape) if gat_epochs is None else int(gat_epochs)
 
     def _network_input(self, images: np.ndarray) -> np.ndarray:
         """Images as the network sees them: z-scored over the tissue pixels (``standardize=True``)."""
@@ -534,7 +537,7 @@ class DARLC(BaseModelClass):
         seed_everything(seed)
 
         # positive views and the seeding graph (once per training run)
-        n_gat = default_gat_epochs(*data.expression.shape) if gat_epochs is None else int(gat_epochs)
+        n_gat = self._gat_epochs(gat_epochs)
         views = self._positive_views(seed, gat_epochs=n_gat, device=_torch_device(accelerator))
         similarity, contrastive_graph = self._seeding_graphs(views)
         views = self._network_input(views)
